@@ -1,0 +1,359 @@
+/* sq_autograd.c — graph construction, backward traversal, graph release. */
+#include "sq_autograd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int sq_ag_needs_grad(const sq_ctx *ctx, int n, sq_tensor *const *inputs)
+{
+    if (!ctx->grad_enabled) return 0;
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && inputs[i]->requires_grad) return 1;
+    return 0;
+}
+
+sq_status sq_ag_attach(sq_ctx *ctx, sq_tensor *out, const char *name, sq_backward_fn bw,
+                       int n_in, sq_tensor *const *inputs, sq_node **node)
+{
+    *node = NULL;
+    if (n_in > SQ_NODE_MAX_IN) return sq_fail(ctx, SQ_ERR_ARG, "%s: too many autograd inputs", name);
+    sq_node *n = calloc(1, sizeof *n);
+    if (!n) return sq_fail(ctx, SQ_ERR_NOMEM, "%s: out of host memory for an autograd node", name);
+    n->refcount = 1;
+    n->name = name;
+    n->backward = bw;
+    n->n_in = n_in;
+    for (int i = 0; i < n_in; i++) {
+        sq_tensor *t = inputs[i];
+        if (t && i < 2) {
+            n->in_ndim[i] = t->ndim;
+            memcpy(n->in_shape[i], t->shape, sizeof t->shape);
+        }
+        if (!t || !t->requires_grad) continue;
+        n->need[i] = 1;
+        if (t->grad_fn) {
+            n->in_node[i] = t->grad_fn;
+            sq_node_retain(t->grad_fn);
+        } else {
+            n->in_leaf[i] = t;
+            sq_tensor_retain(t);
+        }
+    }
+    n->out_dtype = out->dtype;
+    n->out_ndim = out->ndim;
+    memcpy(n->out_shape, out->shape, sizeof n->out_shape);
+    if (out->grad_fn) sq_node_release(ctx, out->grad_fn);
+    out->grad_fn = n;
+    out->requires_grad = 1;
+    *node = n;
+    return SQ_OK;
+}
+
+void sq_node_save(sq_node *node, sq_tensor *t)
+{
+    if (node->n_saved >= SQ_NODE_MAX_SAVED) return; /* programming error; ops save <= 4 */
+    node->saved[node->n_saved++] = t;
+    if (t) {
+        sq_tensor_retain(t);
+        sq_storage_hold_saved(t->storage);
+    }
+}
+
+sq_status sq_node_save_output(sq_ctx *ctx, sq_node *node, sq_tensor *out)
+{
+    sq_tensor *alias;
+    sq_status st = sq_view_raw(ctx, out, out->ndim, out->shape, out->stride, out->offset, &alias);
+    if (st != SQ_OK) return st;
+    sq_node_save(node, alias);
+    sq_tensor_release(alias);
+    return SQ_OK;
+}
+
+static void drop_saved_tensor(sq_tensor *t)
+{
+    if (!t) return;
+    sq_storage_drop_saved(t->storage);
+    sq_tensor_release(t);
+}
+
+void sq_node_replace_saved(sq_node *node, int i, sq_tensor *t)
+{
+    if (i < 0 || i >= node->n_saved) return;
+    if (t) {
+        sq_tensor_retain(t);
+        sq_storage_hold_saved(t->storage);
+    }
+    drop_saved_tensor(node->saved[i]);
+    node->saved[i] = t;
+}
+
+void sq_node_set_extra(sq_ctx *ctx, sq_node *node, void *extra, void (*free_extra)(void *),
+                       int64_t bytes)
+{
+    node->extra = extra;
+    node->free_extra = free_extra;
+    node->extra_bytes = bytes;
+    sq_mem_add(ctx, SQ_CPU, SQ_MEM_SAVED, bytes);
+}
+
+static void free_saved_state(sq_ctx *ctx, sq_node *n)
+{
+    for (int i = 0; i < n->n_saved; i++) {
+        drop_saved_tensor(n->saved[i]);
+        n->saved[i] = NULL;
+    }
+    if (n->extra) {
+        if (n->free_extra) n->free_extra(n->extra);
+        if (ctx) sq_mem_sub(ctx, SQ_CPU, SQ_MEM_SAVED, n->extra_bytes);
+        n->extra = NULL;
+        n->extra_bytes = 0;
+    }
+    n->freed = 1;
+}
+
+void sq_node_retain(sq_node *n) { n->refcount++; }
+
+/* Iterative, so a deep graph cannot overflow the C stack. */
+void sq_node_release(sq_ctx *ctx, sq_node *n)
+{
+    if (!n) return;
+    size_t cap = 64, len = 0;
+    sq_node **stack = malloc(cap * sizeof *stack);
+    sq_node *cur = n;
+    for (;;) {
+        if (--cur->refcount == 0) {
+            free_saved_state(ctx, cur);
+            sq_tensor_release(cur->gacc);
+            for (int i = 0; i < cur->n_in; i++) {
+                sq_tensor_release(cur->in_leaf[i]);
+                if (cur->in_node[i]) {
+                    if (stack && len == cap) {
+                        sq_node **ns = realloc(stack, 2 * cap * sizeof *stack);
+                        if (ns) {
+                            stack = ns;
+                            cap *= 2;
+                        }
+                    }
+                    if (stack && len < cap) stack[len++] = cur->in_node[i];
+                    else sq_node_release(ctx, cur->in_node[i]); /* no memory: recurse */
+                }
+            }
+            free(cur);
+        }
+        if (!stack || len == 0) break;
+        cur = stack[--len];
+    }
+    free(stack);
+}
+
+/* dst += src (same shape; dst contiguous and exclusively ours). */
+static sq_status add_into(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
+{
+    int64_t n = sq_tensor_numel(dst);
+    if (n != sq_tensor_numel(src))
+        return sq_fail(ctx, SQ_ERR_SHAPE, "autograd: gradient of %lld elements where %lld expected",
+                       (long long)sq_tensor_numel(src), (long long)n);
+    if (dst->dtype == src->dtype && sq_tensor_is_contiguous(src)) {
+        if (dst->dtype == SQ_F32) {
+            float *d = sq_tensor_data(dst);
+            const float *s = sq_tensor_data(src);
+            for (int64_t i = 0; i < n; i++) d[i] += s[i];
+            return SQ_OK;
+        }
+        if (dst->dtype == SQ_F64) {
+            double *d = sq_tensor_data(dst);
+            const double *s = sq_tensor_data(src);
+            for (int64_t i = 0; i < n; i++) d[i] += s[i];
+            return SQ_OK;
+        }
+    }
+    for (int64_t i = 0; i < n; i++)
+        sq_tensor_set_flat(dst, i, sq_tensor_get_flat(dst, i) + sq_tensor_get_flat(src, i));
+    return SQ_OK;
+}
+
+/* Takes ownership of g (one reference). */
+static sq_status accumulate(sq_ctx *ctx, sq_tensor **slot, sq_tensor *g, sq_mem_cat cat)
+{
+    sq_status st = SQ_OK;
+    if (!*slot) {
+        int exclusive = g->refcount == 1 && g->storage->refcount == 1 && g->grad_fn == NULL &&
+                        sq_tensor_is_contiguous(g) && g->offset == 0 &&
+                        g->storage->nbytes == (size_t)sq_tensor_numel(g) * sq_dtype_size(g->dtype);
+        if (exclusive) {
+            sq_storage_set_category(g->storage, cat);
+            *slot = g;
+            return SQ_OK;
+        }
+        sq_tensor *c;
+        st = sq_tensor_empty_cat(ctx, g->dtype, g->ndim, g->shape, cat, &c);
+        if (st == SQ_OK) st = sq_tensor_copy_(ctx, c, g);
+        if (st == SQ_OK) *slot = c;
+        else sq_tensor_release(c);
+    } else {
+        st = add_into(ctx, *slot, g);
+    }
+    sq_tensor_release(g);
+    return st;
+}
+
+sq_status sq_ag_accumulate_leaf(sq_ctx *ctx, sq_tensor *leaf, sq_tensor *g)
+{
+    sq_tensor_retain(g);
+    return accumulate(ctx, &leaf->grad, g, SQ_MEM_GRAD);
+}
+
+typedef struct { sq_node **v; size_t n, cap; } node_vec;
+
+static int vec_push(node_vec *s, sq_node *n)
+{
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? 2 * s->cap : 64;
+        sq_node **nv = realloc(s->v, nc * sizeof *nv);
+        if (!nv) return 0;
+        s->v = nv;
+        s->cap = nc;
+    }
+    s->v[s->n++] = n;
+    return 1;
+}
+
+sq_status sq_backward(sq_ctx *ctx, sq_tensor *root, sq_tensor *grad)
+{
+    if (!root->requires_grad)
+        return sq_fail(ctx, SQ_ERR_STATE, "backward: the tensor does not require a gradient "
+                                          "(no parameter or input feeding it requires one)");
+    if (!grad && sq_tensor_numel(root) != 1) {
+        char b[64];
+        return sq_fail(ctx, SQ_ERR_SHAPE, "backward: a gradient is needed for a non-scalar output of shape %s",
+                       sq_shape_str(root, b, sizeof b));
+    }
+    if (grad && sq_tensor_numel(grad) != sq_tensor_numel(root))
+        return sq_fail(ctx, SQ_ERR_SHAPE, "backward: gradient has %lld elements, output has %lld",
+                       (long long)sq_tensor_numel(grad), (long long)sq_tensor_numel(root));
+    sq_tensor *g0;
+    sq_status st = grad ? sq_tensor_clone(ctx, grad, &g0)
+                        : sq_tensor_full(ctx, root->dtype, root->ndim, root->shape, 1.0, &g0);
+    if (st != SQ_OK) return st;
+    if (!root->grad_fn) { /* a leaf: its gradient is the seed */
+        return accumulate(ctx, &root->grad, g0, SQ_MEM_GRAD);
+    }
+    if (root->grad_fn->freed) {
+        sq_tensor_release(g0);
+        return sq_fail(ctx, SQ_ERR_STATE, "backward: the graph behind this tensor was already used "
+                                          "by a backward pass and freed");
+    }
+    int saved_mode = ctx->grad_enabled;
+    ctx->grad_enabled = 0;
+    node_vec all = {0}, stack = {0}, ready = {0};
+    /* 1. discover reachable nodes and count each one's consumers */
+    sq_node *r = root->grad_fn;
+    int ok = vec_push(&all, r) && vec_push(&stack, r);
+    r->mark = 1;
+    while (ok && stack.n) {
+        sq_node *n = stack.v[--stack.n];
+        for (int i = 0; i < n->n_in && ok; i++) {
+            sq_node *m = n->in_node[i];
+            if (!m) continue;
+            m->pending++;
+            if (!m->mark) {
+                m->mark = 1;
+                ok = vec_push(&all, m) && vec_push(&stack, m);
+            }
+        }
+    }
+    if (!ok) st = sq_fail(ctx, SQ_ERR_NOMEM, "backward: out of host memory walking the graph");
+    /* 2. run nodes once all their consumers have sent their gradient */
+    if (st == SQ_OK) {
+        r->gacc = g0;
+        g0 = NULL;
+        if (!vec_push(&ready, r)) st = sq_fail(ctx, SQ_ERR_NOMEM, "backward: out of host memory");
+    }
+    while (st == SQ_OK && ready.n) {
+        sq_node *n = ready.v[--ready.n];
+        sq_tensor *gin[SQ_NODE_MAX_IN] = {0};
+        if (n->freed) {
+            st = sq_fail(ctx, SQ_ERR_STATE, "backward: node '%s' was already used by a backward pass and freed", n->name);
+            break;
+        }
+        if (n->gacc) {
+            st = n->backward(ctx, n, n->gacc, gin);
+            if (st != SQ_OK) {
+                char msg[sizeof ctx->err];
+                memcpy(msg, ctx->err, sizeof msg);
+                snprintf(ctx->err, sizeof ctx->err, "backward of %s: %.900s", n->name, msg);
+            }
+        }
+        for (int i = 0; i < n->n_in; i++) {
+            if (st == SQ_OK && gin[i]) {
+                if (n->in_node[i]) {
+                    st = accumulate(ctx, &n->in_node[i]->gacc, gin[i], SQ_MEM_OTHER);
+                    gin[i] = NULL;
+                } else if (n->in_leaf[i]) {
+                    st = accumulate(ctx, &n->in_leaf[i]->grad, gin[i], SQ_MEM_GRAD);
+                    gin[i] = NULL;
+                }
+            }
+            sq_tensor_release(gin[i]);
+            sq_node *m = n->in_node[i];
+            if (m && --m->pending == 0 && st == SQ_OK && !vec_push(&ready, m))
+                st = sq_fail(ctx, SQ_ERR_NOMEM, "backward: out of host memory");
+        }
+        sq_tensor_release(n->gacc);
+        n->gacc = NULL;
+        free_saved_state(ctx, n);
+    }
+    for (size_t i = 0; i < all.n; i++) {
+        sq_node *n = all.v[i];
+        n->mark = 0;
+        n->pending = 0;
+        sq_tensor_release(n->gacc);
+        n->gacc = NULL;
+    }
+    sq_tensor_release(g0);
+    free(all.v);
+    free(stack.v);
+    free(ready.v);
+    ctx->grad_enabled = saved_mode;
+    return st;
+}
+
+sq_status sq_ag_unbroadcast(sq_ctx *ctx, sq_tensor *g, int ndim, const int64_t *shape,
+                            sq_tensor **out)
+{
+    *out = NULL;
+    int same = g->ndim == ndim;
+    for (int i = 0; same && i < ndim; i++) same = g->shape[i] == shape[i];
+    if (same) {
+        sq_tensor_retain(g);
+        *out = g;
+        return SQ_OK;
+    }
+    sq_tensor *r;
+    sq_status st = sq_tensor_zeros(ctx, g->dtype, ndim, shape, &r);
+    if (st != SQ_OK) return st;
+    /* map every element of g onto r: broadcast dims of r have stride 0 */
+    int nd = g->ndim;
+    int64_t rstride[SQ_MAX_DIMS] = {0};
+    for (int i = 0; i < nd; i++) {
+        int ir = ndim - nd + i;
+        rstride[i] = (ir >= 0 && shape[ir] != 1) ? r->stride[ir] : 0;
+    }
+    int64_t total = sq_tensor_numel(g), idx[SQ_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < total; k++) {
+        int64_t goff = g->offset, roff = 0;
+        for (int d = 0; d < nd; d++) {
+            goff += idx[d] * g->stride[d];
+            roff += idx[d] * rstride[d];
+        }
+        if (g->dtype == SQ_F32) ((float *)r->storage->data)[roff] += ((float *)g->storage->data)[goff];
+        else ((double *)r->storage->data)[roff] += ((double *)g->storage->data)[goff];
+        for (int d = nd - 1; d >= 0; d--) {
+            if (++idx[d] < g->shape[d]) break;
+            idx[d] = 0;
+        }
+    }
+    *out = r;
+    return SQ_OK;
+}

@@ -1,0 +1,2 @@
+/* main.c — placeholder until the Lua front end lands. */
+int main(void) { return 0; }
