@@ -1,0 +1,53 @@
+/* sq_lua.h — shared plumbing for squeeze's Lua bindings (the only layer that
+ * raises Lua errors).
+ *
+ * The C module `squeeze.core` is one table.  Each binding file contributes a
+ * set of functions through an open function below; every function is
+ * registered with ONE upvalue: the userdata holding this Lua state's sq_ctx
+ * (no globals; configuration in an upvalue, as lua-cjson does).
+ *
+ * Error conventions (style.md):
+ *  - argument errors:  luaL_argerror -> "bad argument #2 to 'matmul' (shapes 3x4 and 5x6 do not match)"
+ *  - engine failures:  sq_lua_raise(L, "name", st) -> "name: <ctx->err>"
+ *  - environmental failures in I/O-ish calls may instead return nil, message.
+ *  A binding releases every tensor it owns before raising. */
+#ifndef SQ_LUA_H
+#define SQ_LUA_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "sq_ops.h"
+
+#define SQ_LUA_TENSOR_MT "squeeze.Tensor"
+
+/* Tensor userdata: t becomes NULL after __close / __gc (both idempotent). */
+typedef struct { sq_tensor *t; } sq_lua_tensor;
+
+/* The context of this Lua state (upvalue 1 of every binding function). */
+sq_ctx *sq_lua_ctx(lua_State *L);
+/* Raises "bad argument #arg to 'fn' (tensor expected, got X)" or "(tensor is closed)". */
+sq_tensor *sq_lua_check_tensor(lua_State *L, int arg);
+/* nil/none -> NULL, otherwise as sq_lua_check_tensor. */
+sq_tensor *sq_lua_opt_tensor(lua_State *L, int arg);
+/* Pushes a tensor userdata taking ownership of one reference of t. */
+void sq_lua_push_tensor(lua_State *L, sq_tensor *t);
+/* Raises "<fname>: <ctx->err>".  Never returns. */
+int sq_lua_raise(lua_State *L, const char *fname, sq_status st);
+/* Reads a shape from a table of integers or from integer args starting at arg. */
+int sq_lua_check_shape(lua_State *L, int arg, int64_t *shape);
+/* Adds fns to the table at the top of the stack, each with the ctx upvalue
+ * (the ctx userdata must be at absolute index ctx_index). */
+void sq_lua_setfuncs(lua_State *L, const luaL_Reg *fns, int ctx_index);
+
+/* Open functions: each adds its functions to the core table at the top of
+ * the stack; ctx_index is the absolute index of the ctx userdata. */
+void sq_lua_open_tensor(lua_State *L, int ctx_index);  /* l_tensor.c: tensors, ops, autograd, memory */
+void sq_lua_open_optim(lua_State *L, int ctx_index);   /* l_optim.c: SGD, AdamW */
+void sq_lua_open_data(lua_State *L, int ctx_index);    /* l_data.c: IDX, text corpora, batching */
+void sq_lua_open_h5(lua_State *L, int ctx_index);      /* l_h5.c: HDF5 save / load of tensors */
+
+/* luaopen for `require "squeeze.core"` (l_core.c). */
+int luaopen_squeeze_core(lua_State *L);
+
+#endif
