@@ -100,9 +100,23 @@ done:
 /* ---- linear --------------------------------------------------------------- */
 /* saved[0] = x as (R,K) contiguous (the slot a compression method may swap),
  * saved[1] = W (M,K) contiguous. iarg: R, K, M, has_bias, x ndim, x shape... */
-static sq_status linear_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin)
+static sq_status linear_dw_dense(sq_ctx *ctx, sq_node *node, sq_tensor *g, sq_tensor **dw)
 {
-    sq_tensor *x = node->saved[0], *w = node->saved[1], *g = NULL;
+    /* dW = dy^T x : (M,R)(R,K) — the only consumer of saved x */
+    sq_tensor *x = node->saved[0];
+    int64_t R = node->iarg[0], K = node->iarg[1], M = node->iarg[2];
+    if (!x) return sq_fail(ctx, SQ_ERR_STATE, "linear: saved input was released before backward");
+    int64_t sh[2] = {M, K};
+    SQ_TRY(sq_tensor_empty(ctx, g->dtype, 2, sh, dw));
+    sq_cpu_gemm(&ctx->stats, g->dtype, 1, 0, M, K, R, 1.0, sq_tensor_data(g), M, sq_tensor_data(x), K,
+                0.0, sq_tensor_data(*dw), K);
+    return SQ_OK;
+}
+
+sq_status sq_linear_backward_with(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin,
+                                  sq_linear_dw_fn dw)
+{
+    sq_tensor *w = node->saved[1], *g = NULL;
     int64_t R = node->iarg[0], K = node->iarg[1], M = node->iarg[2];
     sq_status st = sq_tensor_contiguous_raw(ctx, gout, &g);
     if (st != SQ_OK) return st;
@@ -116,15 +130,8 @@ static sq_status linear_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
         sq_cpu_gemm(&ctx->stats, dt, 0, 0, R, K, M, 1.0, sq_tensor_data(g), M, sq_tensor_data(w), K,
                     0.0, sq_tensor_data(gin[0]), K);
     }
-    if (node->need[1]) { /* dW = dy^T x : (M,R)(R,K) — the only consumer of saved x */
-        if (!x) {
-            st = sq_fail(ctx, SQ_ERR_STATE, "linear: saved input was released before backward");
-            goto done;
-        }
-        int64_t sh[2] = {M, K};
-        SQ_CHECK(sq_tensor_empty(ctx, dt, 2, sh, &gin[1]));
-        sq_cpu_gemm(&ctx->stats, dt, 1, 0, M, K, R, 1.0, sq_tensor_data(g), M, sq_tensor_data(x), K,
-                    0.0, sq_tensor_data(gin[1]), K);
+    if (node->need[1]) {
+        SQ_CHECK(dw(ctx, node, g, &gin[1]));
         ctx->stats.weight_grad_gemms++;
     }
     if (node->n_in > 2 && node->need[2]) { /* db = column sums of dy */
@@ -147,23 +154,29 @@ done:
     return st;
 }
 
-sq_status sq_linear(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, sq_tensor **out)
+static sq_status linear_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin)
+{
+    return sq_linear_backward_with(ctx, node, gout, gin, linear_dw_dense);
+}
+
+sq_status sq_linear_record(sq_ctx *ctx, const char *name, sq_backward_fn bw, sq_tensor *x,
+                           sq_tensor *w, sq_tensor *b, sq_tensor **out)
 {
     *out = NULL;
     char s1[64], s2[64];
-    SQ_TRY(sq_need_float(ctx, "linear", "input", x));
-    SQ_TRY(sq_need_float(ctx, "linear", "weight", w));
-    SQ_TRY(sq_need_same_dtype(ctx, "linear", x, w));
+    SQ_TRY(sq_need_float(ctx, name, "input", x));
+    SQ_TRY(sq_need_float(ctx, name, "weight", w));
+    SQ_TRY(sq_need_same_dtype(ctx, name, x, w));
     if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
-        return sq_fail(ctx, SQ_ERR_SHAPE, "linear: input %s does not match weight %s (need ...xK and MxK)",
-                       SQ_SHAPE(x, s1), SQ_SHAPE(w, s2));
+        return sq_fail(ctx, SQ_ERR_SHAPE, "%s: input %s does not match weight %s (need ...xK and MxK)",
+                       name, SQ_SHAPE(x, s1), SQ_SHAPE(w, s2));
     int64_t M = w->shape[0], K = w->shape[1], R = sq_tensor_numel(x) / (K ? K : 1);
     if (b) {
-        SQ_TRY(sq_need_float(ctx, "linear", "bias", b));
-        SQ_TRY(sq_need_same_dtype(ctx, "linear", x, b));
+        SQ_TRY(sq_need_float(ctx, name, "bias", b));
+        SQ_TRY(sq_need_same_dtype(ctx, name, x, b));
         if (b->ndim != 1 || b->shape[0] != M)
-            return sq_fail(ctx, SQ_ERR_SHAPE, "linear: bias %s does not match weight %s (need %lld)",
-                           SQ_SHAPE(b, s1), SQ_SHAPE(w, s2), (long long)M);
+            return sq_fail(ctx, SQ_ERR_SHAPE, "%s: bias %s does not match weight %s (need %lld)",
+                           name, SQ_SHAPE(b, s1), SQ_SHAPE(w, s2), (long long)M);
     }
     sq_tensor *xc = NULL, *wc = NULL, *bc = NULL, *y = NULL, *x2 = NULL;
     sq_status st;
@@ -186,7 +199,7 @@ sq_status sq_linear(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, sq_te
     sq_tensor *ins[3] = {x, w, b};
     if (sq_ag_needs_grad(ctx, b ? 3 : 2, ins)) {
         sq_node *n;
-        SQ_CHECK(sq_ag_attach(ctx, y, "linear", linear_backward, b ? 3 : 2, ins, &n));
+        SQ_CHECK(sq_ag_attach(ctx, y, name, bw, b ? 3 : 2, ins, &n));
         int64_t xs[2] = {R, K}, st2[2] = {K, 1};
         SQ_CHECK(sq_view_raw(ctx, xc, 2, xs, st2, xc->offset, &x2));
         sq_node_save(n, n->need[1] ? x2 : NULL); /* x only feeds dW */
@@ -204,4 +217,9 @@ done:
     sq_tensor_release(x2);
     sq_tensor_release(y);
     return st;
+}
+
+sq_status sq_linear(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, sq_tensor **out)
+{
+    return sq_linear_record(ctx, "linear", linear_backward, x, w, b, out);
 }

@@ -64,6 +64,20 @@ static inline int64_t sq_index_at(const sq_tensor *idx, int64_t i)
                                 : ((const int32_t *)sq_tensor_data(idx))[i];
 }
 
+/* ---- linear, shared with the layers that compress its saved input -------- */
+/* (ops_linalg.c)  The forward of sq_linear under another op name and backward
+ * function: same checks, same GEMM, same node layout (saved[0] = x as (R,K),
+ * saved[1] = W, iarg = R, K, M), so a compressed variant's output is
+ * bit-identical to sq_linear's.  Messages are prefixed with `name`. */
+sq_status sq_linear_record(sq_ctx *ctx, const char *name, sq_backward_fn bw, sq_tensor *x,
+                           sq_tensor *w, sq_tensor *b, sq_tensor **out);
+/* Computes dW (M,K) into *dw (a new reference) from g = dy (R,M), contiguous. */
+typedef sq_status (*sq_linear_dw_fn)(sq_ctx *ctx, sq_node *node, sq_tensor *g, sq_tensor **dw);
+/* sq_linear's backward with the weight-gradient step supplied: dx = dy·W and
+ * db = Σ dy exactly as sq_linear computes them (same GEMM, same loop). */
+sq_status sq_linear_backward_with(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin,
+                                  sq_linear_dw_fn dw);
+
 #define SQ_SHAPE(t, buf) sq_shape_str((t), (buf), sizeof(buf))
 
 #endif
