@@ -23,6 +23,7 @@ void sq_lua_open_data(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_h5(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_store(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_proc(lua_State *L, int ctx_index) __attribute__((weak));
+void sq_lua_open_actprune(lua_State *L, int ctx_index) __attribute__((weak));
 
 static int ctx_gc(lua_State *L)
 {
@@ -186,5 +187,6 @@ int luaopen_squeeze_core(lua_State *L)
     if (sq_lua_open_h5) sq_lua_open_h5(L, ctx_index);
     if (sq_lua_open_store) sq_lua_open_store(L, ctx_index);
     if (sq_lua_open_proc) sq_lua_open_proc(L, ctx_index);
+    if (sq_lua_open_actprune) sq_lua_open_actprune(L, ctx_index);
     return 1;
 }

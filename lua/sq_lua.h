@@ -48,6 +48,7 @@ void sq_lua_open_data(lua_State *L, int ctx_index);    /* l_data.c: IDX, text co
 void sq_lua_open_h5(lua_State *L, int ctx_index);      /* l_h5.c: HDF5 save / load of tensors */
 void sq_lua_open_store(lua_State *L, int ctx_index);   /* l_store.c: SQLite results store */
 void sq_lua_open_proc(lua_State *L, int ctx_index);    /* l_proc.c: processes, signals, files for the runner */
+void sq_lua_open_actprune(lua_State *L, int ctx_index); /* l_actprune.c: pruned linear, BSR prune-and-pack */
 
 /* luaopen for `require "squeeze.core"` (l_core.c). */
 int luaopen_squeeze_core(lua_State *L);
