@@ -153,7 +153,7 @@ sq_status sq_svd(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *opt
     int64_t bad = first_nonfinite(dt, sq_tensor_data(Wc), M * K);
     if (bad >= 0) {
         double v = sq_tensor_get_flat(Wc, bad);
-        st = sq_fail(ctx, SQ_ERR_NUMERIC, "svd: matrix %s has a non-finite entry (%s at [%lld,%lld])",
+        st = sq_fail(ctx, SQ_ERR_NUMERIC, "svd: matrix %s has a non-finite entry (%s at [%lld,%lld], 0-based)",
                      SQ_SHAPE(W, sb), isnan(v) ? "NaN" : (v > 0 ? "Inf" : "-Inf"),
                      (long long)(bad / K), (long long)(bad % K));
         goto done;
