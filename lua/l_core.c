@@ -21,6 +21,7 @@
 void sq_lua_open_optim(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_data(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_h5(lua_State *L, int ctx_index) __attribute__((weak));
+void sq_lua_open_lowrank(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_store(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_proc(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_actprune(lua_State *L, int ctx_index) __attribute__((weak));
@@ -185,6 +186,7 @@ int luaopen_squeeze_core(lua_State *L)
     if (sq_lua_open_optim) sq_lua_open_optim(L, ctx_index);
     if (sq_lua_open_data) sq_lua_open_data(L, ctx_index);
     if (sq_lua_open_h5) sq_lua_open_h5(L, ctx_index);
+    if (sq_lua_open_lowrank) sq_lua_open_lowrank(L, ctx_index);
     if (sq_lua_open_store) sq_lua_open_store(L, ctx_index);
     if (sq_lua_open_proc) sq_lua_open_proc(L, ctx_index);
     if (sq_lua_open_actprune) sq_lua_open_actprune(L, ctx_index);

@@ -18,30 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Ops implemented in engine files that are still landing: weak so that the
- * executable links either way; a missing op raises when it is called. */
-#ifndef SQ_LUA_ALL_OPS_PRESENT
-#pragma weak sq_softmax
-#pragma weak sq_log_softmax
-#pragma weak sq_cross_entropy
-#pragma weak sq_layer_norm
-#pragma weak sq_affine
-#pragma weak sq_embedding
-#pragma weak sq_dropout
-#pragma weak sq_conv2d
-#pragma weak sq_max_pool2d
-#pragma weak sq_avg_pool2d
-#pragma weak sq_concat
-#pragma weak sq_index_select
-#pragma weak sq_gather
-#define NEED_OP(L, fn, name)                                                                \
-    do {                                                                                    \
-        if (!(fn)) return luaL_error(L, "%s: not available in this build of the engine", name); \
-    } while (0)
-#else
-#define NEED_OP(L, fn, name) ((void)0)
-#endif
-
 #define GUARD_MT "squeeze.GradMode"
 
 /* ---- helpers ----------------------------------------------------------------- */
@@ -819,7 +795,7 @@ static int t_narrow(lua_State *L)
     if (start < 1 || start > size + 1)
         return luaL_argerror(L, 3, lua_pushfstring(L, "start %I out of range 1..%I",
                                                    luaL_checkinteger(L, 3), (lua_Integer)size));
-    if (len < 0 || start - 1 + len > size)
+    if (len < 0 || len > size - (start - 1))
         return luaL_argerror(L, 4, lua_pushfstring(L, "length %I from %I runs past size %I", len,
                                                    start, (lua_Integer)size));
     sq_lua_tensor *slot = new_slot(L);
@@ -1017,25 +993,36 @@ static int t_sum(lua_State *L) { return reduce(L, "sum", sq_sum); }
 static int t_mean(lua_State *L) { return reduce(L, "mean", sq_mean); }
 static int t_max(lua_State *L) { return reduce(L, "max", sq_max); }
 
-/* argmax(t [, dim]): int64 positions, 0-based (data, like class targets);
- * without dim, the flat position of the largest element. */
+/* argmax(t [, dim [, keepdim]]): int64 positions, 0-based (data, like class
+ * targets); without dim, the flat position of the largest element. */
 static int t_argmax(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
     sq_tensor *t = sq_lua_check_tensor(L, 1);
     check_float_tensor(L, 1, t);
+    int dim = lua_isnoneornil(L, 2) ? SQ_ALL_DIMS : check_dim(L, 2, t->ndim);
+    int keep = lua_toboolean(L, 3);
     sq_lua_tensor *slot = new_slot(L);
+    sq_tensor *flat = NULL, *r = NULL;
     sq_status st;
-    if (lua_isnoneornil(L, 2)) {
-        sq_tensor *flat = NULL;
+    if (dim == SQ_ALL_DIMS) {
         int64_t n = sq_tensor_numel(t);
-        st = sq_reshape(ctx, t, 1, &n, &flat);
-        if (st == SQ_OK) st = sq_argmax(ctx, flat, 0, &slot->t);
-        sq_tensor_release(flat);
+        SQ_CHECK(sq_reshape(ctx, t, 1, &n, &flat));
+        SQ_CHECK(sq_argmax(ctx, flat, 0, &r));
     } else {
-        int dim = check_dim(L, 2, t->ndim);
-        st = sq_argmax(ctx, t, dim, &slot->t);
+        SQ_CHECK(sq_argmax(ctx, t, dim, &r));
     }
+    if (keep) { /* put the reduced dim(s) back as size 1 */
+        int64_t shape[SQ_MAX_DIMS];
+        for (int i = 0; i < t->ndim; i++) shape[i] = (dim == SQ_ALL_DIMS || i == dim) ? 1 : t->shape[i];
+        SQ_CHECK(sq_reshape(ctx, r, t->ndim, shape, &slot->t));
+    } else {
+        slot->t = r;
+        r = NULL;
+    }
+done:
+    sq_tensor_release(flat);
+    sq_tensor_release(r);
     if (st != SQ_OK) return fail(L, "argmax", st, 0);
     return 1;
 }
@@ -1095,8 +1082,6 @@ static int softmax_impl(lua_State *L, int logsm)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
     const char *name = logsm ? "log_softmax" : "softmax";
-    NEED_OP(L, sq_softmax, "softmax");
-    NEED_OP(L, sq_log_softmax, "log_softmax");
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     int causal = softmax_causal(L, 2, x);
     if (causal && (x->ndim < 2 || x->shape[x->ndim - 1] != x->shape[x->ndim - 2])) {
@@ -1117,7 +1102,6 @@ static int t_log_softmax(lua_State *L) { return softmax_impl(L, 1); }
 static int t_cross_entropy(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_cross_entropy, "cross_entropy");
     sq_tensor *x = sq_lua_check_tensor(L, 1), *y = sq_lua_check_tensor(L, 2);
     if (y->dtype != SQ_I64 && y->dtype != SQ_I32)
         return luaL_argerror(L, 2, lua_pushfstring(L, "targets must be int64 or int32, got %s",
@@ -1132,7 +1116,6 @@ static int t_cross_entropy(lua_State *L)
 static int t_layer_norm(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_layer_norm, "layer_norm");
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     sq_tensor *w = sq_lua_opt_tensor(L, 2), *b = sq_lua_opt_tensor(L, 3);
     double eps = luaL_optnumber(L, 4, 1e-5);
@@ -1147,7 +1130,6 @@ static int t_layer_norm(lua_State *L)
 static int t_affine(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_affine, "affine");
     sq_tensor *x = sq_lua_check_tensor(L, 1), *a = sq_lua_check_tensor(L, 2);
     sq_tensor *b = sq_lua_opt_tensor(L, 3);
     sq_lua_tensor *slot = new_slot(L);
@@ -1160,7 +1142,6 @@ static int t_affine(lua_State *L)
 static int t_embedding(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_embedding, "embedding");
     sq_tensor *idx = sq_lua_check_tensor(L, 1), *w = sq_lua_check_tensor(L, 2);
     if (idx->dtype != SQ_I64 && idx->dtype != SQ_I32)
         return luaL_argerror(L, 1, lua_pushfstring(L, "indices must be int64 or int32, got %s",
@@ -1175,7 +1156,6 @@ static int t_embedding(lua_State *L)
 static int t_dropout(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_dropout, "dropout");
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     double p = luaL_checknumber(L, 2);
     if (!(p >= 0 && p < 1)) return luaL_argerror(L, 2, "p must be in [0, 1)");
@@ -1210,7 +1190,6 @@ static int conv_opt(lua_State *L, int arg, int tblarg, const char *key, int def,
 static int t_conv2d(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_conv2d, "conv2d");
     sq_tensor *x = sq_lua_check_tensor(L, 1), *w = sq_lua_check_tensor(L, 2);
     sq_tensor *b = sq_lua_opt_tensor(L, 3);
     int stride = conv_opt(L, 4, 4, "stride", 1, 1);
@@ -1240,13 +1219,11 @@ static int pool(lua_State *L, const char *name, pool_fn fn)
 
 static int t_max_pool2d(lua_State *L)
 {
-    NEED_OP(L, sq_max_pool2d, "max_pool2d");
     return pool(L, "max_pool2d", sq_max_pool2d);
 }
 
 static int t_avg_pool2d(lua_State *L)
 {
-    NEED_OP(L, sq_avg_pool2d, "avg_pool2d");
     return pool(L, "avg_pool2d", sq_avg_pool2d);
 }
 
@@ -1254,8 +1231,8 @@ static int t_avg_pool2d(lua_State *L)
 static int l_concat(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_concat, "concat");
     luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 2); /* the dim slot stays at 2 whatever we push later */
     lua_Integer n = luaL_len(L, 1);
     if (n < 1) return luaL_argerror(L, 1, "at least one tensor expected");
     if (n > 1 << 20) return luaL_argerror(L, 1, "too many tensors");
@@ -1281,7 +1258,6 @@ static int l_concat(lua_State *L)
 static int t_index_select(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_index_select, "index_select");
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     int dim = check_dim(L, 2, x->ndim);
     sq_tensor *idx = sq_lua_check_tensor(L, 3);
@@ -1298,7 +1274,6 @@ static int t_index_select(lua_State *L)
 static int t_gather(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    NEED_OP(L, sq_gather, "gather");
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     int dim = check_dim(L, 2, x->ndim);
     sq_tensor *idx = sq_lua_check_tensor(L, 3);
