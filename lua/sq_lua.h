@@ -46,6 +46,7 @@ void sq_lua_open_tensor(lua_State *L, int ctx_index);  /* l_tensor.c: tensors, o
 void sq_lua_open_optim(lua_State *L, int ctx_index);   /* l_optim.c: SGD, AdamW */
 void sq_lua_open_data(lua_State *L, int ctx_index);    /* l_data.c: IDX, text corpora, batching */
 void sq_lua_open_h5(lua_State *L, int ctx_index);      /* l_h5.c: HDF5 save / load of tensors */
+void sq_lua_open_lowrank(lua_State *L, int ctx_index); /* l_lowrank.c: SVD, low-rank decomposition, rank search */
 void sq_lua_open_store(lua_State *L, int ctx_index);   /* l_store.c: SQLite results store */
 void sq_lua_open_proc(lua_State *L, int ctx_index);    /* l_proc.c: processes, signals, files for the runner */
 void sq_lua_open_actprune(lua_State *L, int ctx_index); /* l_actprune.c: pruned linear, BSR prune-and-pack */
