@@ -12,6 +12,8 @@ local M = {}
 for k, v in pairs(core) do M[k] = v end
 
 M.version = core.version
+-- Wall-clock seconds from a monotonic clock (the engine's one timer).
+M.clock = core.proc_monotonic
 M.core = core
 
 -- Sub-libraries (squeeze.nn, squeeze.optim, squeeze.data, ...) load on
