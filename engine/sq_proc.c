@@ -147,8 +147,21 @@ sq_status sq_proc_kill(sq_ctx *ctx, int pid, int sig, int group) {
 
 int sq_proc_alive(int pid) {
     if (pid <= 0) return 0;
-    if (kill(pid, 0) == 0) return 1;
-    return errno == EPERM;
+    if (kill(pid, 0) != 0 && errno != EPERM) return 0;
+#ifdef __linux__
+    /* A zombie (dead, not yet reaped by its new parent) answers kill(0). */
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *rp = strrchr(buf, ')');   /* the state follows "(comm)" */
+        if (rp && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X')) return 0;
+    }
+#endif
+    return 1;
 }
 
 int sq_proc_getpid(void) { return (int)getpid(); }
@@ -223,7 +236,8 @@ sq_status sq_proc_signals_install(sq_ctx *ctx, sq_proc_signals *s, const int *si
 
 void sq_proc_signals_restore(sq_proc_signals *s) {
     if (!s) return;
-    for (int i = 0; i < s->nsig; i++) sigaction(s->sig[i], &s->old[i], NULL);
+    /* reverse order, so a signal listed twice ends with its original handler */
+    for (int i = s->nsig - 1; i >= 0; i--) sigaction(s->sig[i], &s->old[i], NULL);
     s->nsig = 0;
     if (g_installed == s) g_installed = NULL;
 }

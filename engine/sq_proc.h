@@ -46,7 +46,8 @@ typedef struct {
 sq_status sq_proc_wait(sq_ctx *ctx, int pid, int nohang, int *which, sq_proc_exit *out);
 /* Sends sig to pid (or to the process group -pid when group is set). */
 sq_status sq_proc_kill(sq_ctx *ctx, int pid, int sig, int group);
-/* 1 when a process with this id exists (it may belong to another user). */
+/* 1 when a live process with this id exists (it may belong to another user;
+ * a zombie counts as dead). */
 int sq_proc_alive(int pid);
 int sq_proc_getpid(void);
 /* Signal number from a name ("TERM", "SIGUSR1", "15"); 0 if unknown. */

@@ -13,7 +13,8 @@
  *       handle:take() -> signum, name | nil     (clears)
  *       handle:raise_on_signal(true|false)      count hook on this Lua thread
  *           that raises {squeeze_signal = n, signame = "SIGTERM"} once a
- *           signal has been caught, so a script stuck in pure Lua code stops
+ *           signal has been caught (and again until take() clears it, so a
+ *           pcall in user code cannot swallow it)
  *       handle:restore()                        (also __gc / __close)
  *   core.proc_heartbeat(path, interval_s) -> handle (handle:stop(); __gc stops)
  *   core.proc_mkdir_p(path), core.proc_rename(a, b),
@@ -268,7 +269,9 @@ static void signal_hook(lua_State *L, lua_Debug *ar) {
     l_signals *h = luaL_testudata(L, -1, SIGNALS_MT);
     lua_pop(L, 1);
     if (!h || !h->installed || !h->s.last) return;
-    int sig = sq_proc_signals_take(&h->s);
+    /* The flag stays set: if user code swallows this error with pcall, the
+     * hook raises again 1000 instructions later.  take() clears it. */
+    int sig = h->s.last;
     char buf[32];
     lua_createtable(L, 0, 2);
     lua_pushinteger(L, sig);
