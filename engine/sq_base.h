@@ -63,6 +63,10 @@ typedef struct sq_ctx {
     sq_rng rng;
     int grad_enabled;      /* 0 inside no_grad */
     int num_threads;       /* BLAS threads requested (0 = library default) */
+    /* The CUDA backend's state (stream, cuBLAS handle, RNG, allocator cache;
+     * kernels/cuda/sq_cuda.h).  NULL until sq_cuda_init; owned by the ctx,
+     * released by sq_cuda_free.  Always NULL in CPU-only builds. */
+    struct sq_cuda_ctx *cuda;
 } sq_ctx;
 
 /* ctx: caller owns; sq_ctx_init fills a caller-provided struct. */

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# tests/cuda/gpu_check.sh — build the CUDA backend and run its kernel tests on
+# the lent GPU machine (see shared/gpu.md).  Run from the repository root there,
+# with .device-deps/ carried along: it holds Debian's liblua5.4-0, liblua5.4-dev,
+# libsqlite3-0 and libsqlite3-dev .debs (made here, once, with
+#   mkdir -p .device-deps && cd .device-deps &&
+#   apt-get download liblua5.4-0 liblua5.4-dev libsqlite3-0 libsqlite3-dev).
+# The machine has CUDA, OpenBLAS, LAPACKE and HDF5 but no Lua and no SQLite
+# headers; the .debs are unpacked under /tmp/deps, never into /.
+#
+# Environment: BUILD (default /tmp/build), ARCH (default 90), OUT (if set, the
+# full log is written to $OUT/gpu_check.log).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${BUILD:-/tmp/build}
+ARCH=${ARCH:-90}
+LOG=${OUT:+$OUT/gpu_check.log}
+LOG=${LOG:-/tmp/gpu_check.log}
+
+main() {
+    echo "== device"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,clocks.sm,clocks.max.sm \
+        --format=csv || echo "nvidia-smi failed"
+    nvcc --version | tail -n 2
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+    date -u +"date: %Y-%m-%dT%H:%M:%SZ"
+
+    echo "== dependencies from .device-deps"
+    ls .device-deps/*.deb >/dev/null 2>&1 || { echo "no .device-deps/*.deb: carry .device-deps"; exit 2; }
+    D=/tmp/deps
+    mkdir -p "$D"
+    for f in .device-deps/*.deb; do dpkg -x "$f" "$D"; done
+    export PKG_CONFIG_PATH=$D/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$D
+    export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+
+    echo "== configure"
+    cmake -S . -B "$BUILD" -DCMAKE_PREFIX_PATH="$D/usr" \
+          -DCMAKE_C_FLAGS="-I$D/usr/include/x86_64-linux-gnu" \
+          -DSQUEEZE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$ARCH"
+
+    echo "== build"
+    cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_kernels
+
+    echo "== test"
+    (cd "$BUILD" && ctest -R cuda --output-on-failure)
+}
+
+main 2>&1 | tee "$LOG"
