@@ -27,6 +27,9 @@ function M.parse_cli(argv, spec, usage)
     elseif a:sub(1, 1) == "-" and #a > 1 then
       local name, val = a:match("^(%-%-?[^=]+)=(.*)$")
       name = name or a
+      if not val and not spec[name] and not short[name] and a:match("^%-%a.") then
+        name, val = a:sub(1, 2), a:sub(3)   -- -j8
+      end
       name = short[name] or name
       local s = spec[name]
       if not s then error(fmt("unknown option '%s'\n%s", a, usage), 0) end

@@ -4,7 +4,7 @@ local sweep = require "squeeze.sweep"
 
 local M = {}
 
-M.usage = [[
+M.usage = [==[
 usage: squeeze sweep SCRIPT [-j N] [--results DIR] [--retry-failed] [--dry-run]
                      [--name NAME] [--quiet] [key=value ...]
 
@@ -18,7 +18,7 @@ Overrides (all checked against the base config before anything runs):
   key=a,b,c            sweep the key over these values (product with the script's sweep)
   key=1..5  key=0..1:0.25           inclusive ranges
   key=range(0,10,2)  key=linspace(0,1,5)  key=logspace(-4,-2,3)
-A key given on the command line replaces the script's axis for that key.]]
+A key given on the command line replaces the script's axis for that key.]==]
 
 local SPEC = {
   ["--jobs"] = { "jobs", "int", "-j" },
