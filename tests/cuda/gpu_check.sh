@@ -30,7 +30,10 @@ main() {
     D=/tmp/deps
     mkdir -p "$D"
     for f in .device-deps/*.deb; do dpkg -x "$f" "$D"; done
-    export PKG_CONFIG_PATH=$D/usr/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$D
+    # Point only these .pc files at $D (PKG_CONFIG_SYSROOT_DIR would also
+    # rewrite the machine's own openblas/lapacke paths, which then do not exist).
+    sed -i "s|^prefix=/usr\$|prefix=$D/usr|" "$D"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
+    export PKG_CONFIG_PATH=$D/usr/lib/x86_64-linux-gnu/pkgconfig
     export LD_LIBRARY_PATH=$D/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
     echo "== configure"
@@ -42,7 +45,7 @@ main() {
     cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_kernels
 
     echo "== test"
-    (cd "$BUILD" && ctest -R cuda --output-on-failure)
+    (cd "$BUILD" && ctest -R cuda -V --output-on-failure)
 }
 
 main 2>&1 | tee "$LOG"
