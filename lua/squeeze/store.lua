@@ -55,7 +55,8 @@ function M.abspath(p)
   if p:sub(1, 1) == "/" then return p end
   local cwd = os.getenv("PWD")
   if not cwd or cwd == "" then cwd = trim(M.capture("pwd")) or "." end
-  p = p:gsub("^%./", "")
+  p = p:gsub("^%./", ""):gsub("/%.?$", "")
+  if p == "." or p == "" then return cwd end
   return cwd .. "/" .. p
 end
 

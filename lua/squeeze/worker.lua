@@ -208,6 +208,17 @@ function M.execute(o)
   store.mkdir(store.shard_dir(results, sweep))
   local shard, err = store.shard_open(store.shard_path(results, sweep, p.id))
   if not shard then return "failed", "cannot open the shard: " .. err end
+  if not o.attempt then
+    -- Slurm may rerun a task whose point already finished (a requeue of the
+    -- whole array, a node failure after the end): nothing to do then
+    local last = shard.db:rows("SELECT status FROM attempts WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
+                               { p.id })[1]
+    if last and last.status == "finished" then
+      shard:close()
+      io.stderr:write(fmt("squeeze worker: run %s already finished; nothing to do\n", p.id))
+      return "finished", nil
+    end
+  end
   local attempt = o.attempt or shard:next_attempt(p.id)
   local hb_path = store.hb_path(results, sweep, p.id)
   local hb = core.proc_heartbeat(hb_path, store.heartbeat_interval())
@@ -298,7 +309,10 @@ function M.execute(o)
   write_done(hb_path, status, attempt)
   if signals then signals:restore() end
   if status == "preempted" and slurm then
-    local id = slurm.job_id
+    -- an array task's own id: SLURM_JOB_ID of the last task equals the
+    -- array's id, and requeueing that would requeue every task of the array
+    local id = slurm.array_job_id and slurm.task_id and (slurm.array_job_id .. "_" .. slurm.task_id)
+               or slurm.job_id
     local rc = os.execute("scontrol requeue " .. store.shell_quote(id) .. " >/dev/null 2>&1")
     if not rc then io.stderr:write("squeeze worker: scontrol requeue ", id, " failed\n") end
   end
