@@ -12,6 +12,7 @@
  *   core.store_encode(x)              -> value | nil, special | nil   (NaN/±inf)
  *   core.store_decode(value, special) -> number
  *   core.store_sqlite_version(), core.store_schema_version (integer)
+ *   core.store_library_versions() -> {sqlite=, hdf5=, openblas=, lua=}  (provenance)
  *
  * params: an array binds ?1..?n (a nil hole binds NULL); a table with string
  * keys binds :name parameters.  Integers bind as INTEGER, floats as REAL (a
@@ -25,8 +26,13 @@
 #include "sq_lua.h"
 #include "sq_store.h"
 
+#include <hdf5.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
+
+/* OpenBLAS reports its build; weak so another BLAS links too. */
+char *openblas_get_config(void) __attribute__((weak));
 
 #define STORE_MT "squeeze.Store"
 #define STMT_MT "squeeze.StoreStmt"
@@ -326,6 +332,26 @@ static int l_store_sqlite_version(lua_State *L) {
     return 1;
 }
 
+static int l_store_library_versions(lua_State *L) {
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, sq_store_sqlite_version());
+    lua_setfield(L, -2, "sqlite");
+    unsigned maj = 0, min = 0, rel = 0;
+    char buf[64];
+    if (H5get_libversion(&maj, &min, &rel) >= 0) {
+        snprintf(buf, sizeof buf, "%u.%u.%u", maj, min, rel);
+        lua_pushstring(L, buf);
+    } else {
+        lua_pushliteral(L, "unknown");
+    }
+    lua_setfield(L, -2, "hdf5");
+    lua_pushstring(L, openblas_get_config ? openblas_get_config() : "not OpenBLAS");
+    lua_setfield(L, -2, "openblas");
+    lua_pushliteral(L, LUA_RELEASE);
+    lua_setfield(L, -2, "lua");
+    return 1;
+}
+
 static const luaL_Reg store_methods[] = {
     {"exec", l_store_exec},
     {"run", l_store_run},
@@ -351,6 +377,7 @@ static const luaL_Reg store_fns[] = {
     {"store_encode", l_store_encode},
     {"store_decode", l_store_decode},
     {"store_sqlite_version", l_store_sqlite_version},
+    {"store_library_versions", l_store_library_versions},
     {NULL, NULL},
 };
 

@@ -334,6 +334,31 @@ function M.parse_overrides(base, args)
   return out
 end
 
+-- Overrides given as a table of values (what `squeeze run`'s argument
+-- parser builds: {lr = 0.1, model = {depth = 4}}) as "key=value" strings;
+-- an array of strings passes through.  Strings are quoted so that a comma
+-- inside one does not make a list.
+function M.override_strings(t)
+  if t[1] ~= nil or next(t) == nil then return t end
+  local out = {}
+  local function walk(v, prefix)
+    if type(v) == "table" and not json.array_len(v) then
+      local keys = {}
+      for k in pairs(v) do keys[#keys + 1] = k end
+      table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+      for _, k in ipairs(keys) do walk(v[k], prefix and (prefix .. "." .. tostring(k)) or tostring(k)) end
+    elseif type(v) == "string" then
+      out[#out + 1] = prefix .. "='" .. v .. "'"
+    elseif type(v) == "table" then
+      out[#out + 1] = prefix .. "=" .. json.encode(v)
+    else
+      out[#out + 1] = prefix .. "=" .. (math.type(v) == "float" and json.encode(v) or tostring(v))
+    end
+  end
+  walk(t, nil)
+  return out
+end
+
 -- ---- points -------------------------------------------------------------------------
 
 -- Resolves every point of exp under overrides (strings "k=v" or a parsed
@@ -409,8 +434,10 @@ function M.points(exp, overrides, opts)
   return points, base, ov
 end
 
--- Runs the base config (with overrides) as a one-point sweep, in this
--- process, recorded in the results folder like any sweep.  Returns the
+-- Runs the base config (with overrides: "k=v" strings, or a table of values
+-- such as {lr = 0.1, model = {depth = 4}}) as a one-point sweep, in this
+-- process, recorded in the results folder like any sweep; exp.sweep is not
+-- used.  Returns the
 -- run's status ("finished", "failed", "killed") and the run id.
 -- opts: results (default "results"), script (path, for provenance), argv.
 function M.run_once(exp, overrides, opts)

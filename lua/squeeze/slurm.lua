@@ -222,7 +222,7 @@ function M.reconcile(db, results, sweep)
     local key = r.arr .. "_" .. tostring(r.task)
     if not active[key] then
       local shard = "sweeps/" .. sweep .. "/shards/" .. r.id .. ".db"
-      if store.merge_shard(db, results, shard, true) then merged = merged + 1 end
+      if store.merge_shard(db, results, shard) then merged = merged + 1 end
       local now = db:rows("SELECT status, attempt FROM runs WHERE id = ?", { r.id })[1]
       -- (a 'preempted' run whose requeue did not happen stays so: the next submit reruns it)
       if now.status == "queued" or now.status == "running" then

@@ -404,7 +404,7 @@ function M.reconcile_running(db, results, sweep)
     else dead = false end
     if dead then
       local shard = "sweeps/" .. sweep .. "/shards/" .. r.id .. ".db"
-      M.merge_shard(db, results, shard, true)
+      M.merge_shard(db, results, shard)
       local now = db:rows("SELECT status FROM runs WHERE id = ?", { r.id })[1]
       if now and now.status == "running" then
         M.set_attempt(db, r.id, r.attempt, { status = "killed", ended = M.now(),

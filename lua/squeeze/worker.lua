@@ -252,6 +252,11 @@ function M.execute(o)
     if ok then exp = e else status, msg = "failed", tostring(e) end
   end
   if exp then
+    -- one generator per run, seeded from the config (rule 7): cfg.seed when
+    -- it is an integer >= 0, else 0; runs.seed records it
+    if core.manual_seed then
+      core.manual_seed((math.type(cfg.seed) == "integer" and cfg.seed >= 0) and cfg.seed or 0)
+    end
     if signals then signals:raise_on_signal(true) end
     local ok, e = xpcall(exp.run, function(e2)
       if is_signal(e2) then return e2 end
@@ -356,7 +361,7 @@ function M.run_once(exp, overrides, opts)
   if not experiment.is_experiment(exp) then error("run_once: an experiment expected", 2) end
   local one = experiment.new { name = exp.name, config = exp.config, run = exp.run,
                                checkpoint = exp.checkpoint, filter = exp.filter }
-  local ov = experiment.parse_overrides(one.config, overrides or {})
+  local ov = experiment.parse_overrides(one.config, experiment.override_strings(overrides or {}))
   if #ov.axes > 0 then
     error(fmt("run_once runs one point, but '%s' gives several values; use `squeeze sweep`",
               ov.axes[1].key .. "=" .. ov.axes[1].desc), 0)

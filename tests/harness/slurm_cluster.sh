@@ -9,6 +9,9 @@
 # are root), slurmctld and `slurmd -N localhost` run from DIR/slurm.conf on
 # free ports, so several test clusters and a system one can coexist.  Job
 # completions are appended to DIR/jobcomp.txt (jobcomp/filetxt: no slurmdbd).
+# The node offers SQ_SLURM_CPUS CPUs (default 4, config_overrides: more
+# than the machine has, so a throttle below it is observable with tasks that
+# mostly sleep).
 # Exit status 77 = the tools are not installed (the caller SKIPs).
 set -u
 cmd=${1:-}
@@ -36,6 +39,10 @@ stop_cluster() {
       kill -9 "$pid" 2>/dev/null
     fi
   done
+  if [ -f "$dir/munge_dir" ]; then
+    mdir=$(cat "$dir/munge_dir")
+    case "$mdir" in */sq-munge.*) rm -rf "$mdir" ;; esac
+  fi
   return 0
 }
 
@@ -55,24 +62,28 @@ for t in munged slurmctld slurmd sbatch scontrol squeue; do
   have $t || { echo "slurm_cluster: $t not installed (apt-get install slurm-wlm munge)" >&2; exit 77; }
 done
 maxarray=${3:-8}
-mkdir -p "$dir"/{munge,state,spool}
+mkdir -p "$dir"/{state,spool}
 user=$(id -un)
 
 # --- munge: own key, own socket ----------------------------------------------
-dd if=/dev/urandom bs=1 count=1024 of="$dir/munge/munge.key" 2>/dev/null
-chmod 0400 "$dir/munge/munge.key"
-chmod 0700 "$dir/munge"
+# Its folder lives outside DIR: DIR may be private to us, and munged (run as
+# the munge user when we are root) must reach it.
+mdir=$(mktemp -d "${TMPDIR:-/tmp}/sq-munge.XXXXXX")
+chmod 0755 "$mdir"
+echo "$mdir" > "$dir/munge_dir"
+dd if=/dev/urandom bs=1 count=1024 of="$mdir/munge.key" 2>/dev/null
+chmod 0400 "$mdir/munge.key"
 run_munge=()
 if [ "$(id -u)" = 0 ] && id munge >/dev/null 2>&1; then
-  chown -R munge:munge "$dir/munge"
+  chown -R munge:munge "$mdir"
   run_munge=(runuser -u munge --)
 fi
-"${run_munge[@]}" "$(bin munged)" --socket="$dir/munge/munge.socket" --key-file="$dir/munge/munge.key" \
-  --pid-file="$dir/munge/munged.pid" --log-file="$dir/munge/munged.log" \
-  --seed-file="$dir/munge/munged.seed" --force 2>"$dir/munged.err" || {
-  echo "slurm_cluster: munged failed:" >&2; cat "$dir/munged.err" "$dir/munge/munged.log" >&2 2>/dev/null; exit 1; }
-for i in $(seq 1 50); do [ -S "$dir/munge/munge.socket" ] && break; sleep 0.1; done
-cp "$dir/munge/munged.pid" "$dir/munged.pid" 2>/dev/null
+"${run_munge[@]}" "$(bin munged)" --socket="$mdir/munge.socket" --key-file="$mdir/munge.key" \
+  --pid-file="$mdir/munged.pid" --log-file="$mdir/munged.log" \
+  --seed-file="$mdir/munged.seed" --force 2>"$dir/munged.err" || {
+  echo "slurm_cluster: munged failed:" >&2; cat "$dir/munged.err" "$mdir/munged.log" >&2 2>/dev/null; exit 1; }
+for i in $(seq 1 50); do [ -S "$mdir/munge.socket" ] && break; sleep 0.1; done
+cp "$mdir/munged.pid" "$dir/munged.pid" 2>/dev/null
 
 # --- slurm.conf ----------------------------------------------------------------
 ctld_port=$(free_port); slurmd_port=$(free_port)
@@ -85,7 +96,7 @@ SlurmdPort=$slurmd_port
 SlurmUser=$user
 SlurmdUser=$user
 AuthType=auth/munge
-AuthInfo=socket=$dir/munge/munge.socket
+AuthInfo=socket=$mdir/munge.socket
 CredType=cred/munge
 MpiDefault=none
 ProctrackType=proctrack/linuxproc
@@ -111,7 +122,8 @@ ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 InactiveLimit=0
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+SlurmdParameters=config_overrides
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=${SQ_SLURM_CPUS:-4} State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 export SLURM_CONF="$dir/slurm.conf"
