@@ -286,6 +286,7 @@ function M.run_local(plan, o)
   end
   progress(false)
   local last_flat = core.proc_monotonic()
+  local last_progress = last_flat
   while true do
     local sig = signals and signals:take()
     if sig then
@@ -302,7 +303,15 @@ function M.run_local(plan, o)
     if interrupted and (hard or core.proc_monotonic() > deadline) then
       for pid in pairs(running) do core.proc_kill(pid, "KILL", true) end
     end
-    while not interrupted and nrun < jobs and #queue > 0 do spawn(table.remove(queue, 1)) end
+    local spawned = false
+    while not interrupted and nrun < jobs and #queue > 0 do
+      spawn(table.remove(queue, 1))
+      spawned = true
+    end
+    if spawned or core.proc_monotonic() - last_progress > 0.5 then
+      progress(false)
+      last_progress = core.proc_monotonic()
+    end
     if nrun == 0 and (#queue == 0 or interrupted) then break end
     local got = false
     while true do

@@ -205,23 +205,6 @@ end
 -- Returns status, message.
 function M.execute(o)
   local results, sweep, p = o.results, o.sweep, o.point
-  store.mkdir(store.shard_dir(results, sweep))
-  local shard, err = store.shard_open(store.shard_path(results, sweep, p.id))
-  if not shard then return "failed", "cannot open the shard: " .. err end
-  if not o.attempt then
-    -- Slurm may rerun a task whose point already finished (a requeue of the
-    -- whole array, a node failure after the end): nothing to do then
-    local last = shard.db:rows("SELECT status FROM attempts WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
-                               { p.id })[1]
-    if last and last.status == "finished" then
-      shard:close()
-      io.stderr:write(fmt("squeeze worker: run %s already finished; nothing to do\n", p.id))
-      return "finished", nil
-    end
-  end
-  local attempt = o.attempt or shard:next_attempt(p.id)
-  local hb_path = store.hb_path(results, sweep, p.id)
-  local hb = core.proc_heartbeat(hb_path, store.heartbeat_interval())
   local preempt = o.preempt_signal or "USR1"
   local sigs = { "TERM", "INT", "USR1", "HUP" }
   local pnum = core.proc_signum(preempt)
@@ -229,6 +212,31 @@ function M.execute(o)
   local listed = false
   for _, s in ipairs(sigs) do if core.proc_signum(s) == pnum then listed = true end end
   if not listed then sigs[#sigs + 1] = preempt end
+  store.mkdir(store.shard_dir(results, sweep))
+  -- the heartbeat starts before the shard exists, so `squeeze merge` never
+  -- sees a shard being written without a live heartbeat next to it
+  local hb_path = store.hb_path(results, sweep, p.id)
+  local hb = core.proc_heartbeat(hb_path, store.heartbeat_interval())
+  local shard, err = store.shard_open(store.shard_path(results, sweep, p.id))
+  if not shard then
+    if hb then hb:stop() end
+    write_done(hb_path, "failed", o.attempt or 0)
+    return "failed", "cannot open the shard: " .. err
+  end
+  if not o.attempt then
+    -- Slurm may rerun a task whose point already finished (a requeue of the
+    -- whole array, a node failure after the end): nothing to do then
+    local last = shard.db:rows("SELECT status, attempt FROM attempts WHERE run_id = ? ORDER BY attempt DESC LIMIT 1",
+                               { p.id })[1]
+    if last and last.status == "finished" then
+      shard:close()
+      if hb then hb:stop() end
+      write_done(hb_path, "finished", last.attempt)
+      io.stderr:write(fmt("squeeze worker: run %s already finished; nothing to do\n", p.id))
+      return "finished", nil
+    end
+  end
+  local attempt = o.attempt or shard:next_attempt(p.id)
   local signals = core.proc_signals(sigs)
   local slurm = slurm_env()
   local prov = store.provenance(false)
