@@ -385,6 +385,11 @@ sq_status sq_proc_self_exe(sq_ctx *ctx, char *buf, size_t n) {
     return SQ_OK;
 }
 
+sq_status sq_proc_getcwd(sq_ctx *ctx, char *buf, size_t n) {
+    if (!getcwd(buf, n)) return sq_fail(ctx, SQ_ERR_IO, "getcwd: %s", strerror(errno));
+    return SQ_OK;
+}
+
 /* ---- files --------------------------------------------------------------------- */
 
 sq_status sq_proc_mkdir_p(sq_ctx *ctx, const char *path) {

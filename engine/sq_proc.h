@@ -98,6 +98,8 @@ int sq_proc_term_width(int fd);
 sq_status sq_proc_hostname(sq_ctx *ctx, char *buf, size_t n);
 /* Absolute path of the running executable (/proc/self/exe). */
 sq_status sq_proc_self_exe(sq_ctx *ctx, char *buf, size_t n);
+/* The working directory (getcwd: $PWD may be stale in a child). */
+sq_status sq_proc_getcwd(sq_ctx *ctx, char *buf, size_t n);
 
 /* ---- files --------------------------------------------------------------------- */
 

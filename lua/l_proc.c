@@ -6,7 +6,7 @@
  *       {pid=, state="exited"|"signaled", code=, signal=, signame=, core=}
  *   core.proc_kill(pid, sig [, group])      sig: number or "TERM", "SIGKILL", ...
  *   core.proc_alive(pid), core.proc_getpid(), core.proc_hostname(),
- *   core.proc_self_exe(), core.proc_isatty(fd), core.proc_term_width(fd),
+ *   core.proc_self_exe(), core.proc_getcwd(), core.proc_isatty(fd), core.proc_term_width(fd),
  *   core.proc_monotonic(), core.proc_time(), core.proc_sleep(seconds),
  *   core.proc_signum(name), core.proc_signame(n)
  *   core.proc_signals{"TERM", "INT", ...} -> handle:
@@ -175,6 +175,13 @@ static int l_hostname(lua_State *L) {
 static int l_self_exe(lua_State *L) {
     char buf[PATH_MAX];
     if (sq_proc_self_exe(sq_lua_ctx(L), buf, sizeof buf) != SQ_OK) return fail(L);
+    lua_pushstring(L, buf);
+    return 1;
+}
+
+static int l_getcwd(lua_State *L) {
+    char buf[PATH_MAX];
+    if (sq_proc_getcwd(sq_lua_ctx(L), buf, sizeof buf) != SQ_OK) return fail(L);
     lua_pushstring(L, buf);
     return 1;
 }
@@ -396,6 +403,7 @@ static const luaL_Reg proc_fns[] = {
     {"proc_getpid", l_getpid},
     {"proc_hostname", l_hostname},
     {"proc_self_exe", l_self_exe},
+    {"proc_getcwd", l_getcwd},
     {"proc_isatty", l_isatty},
     {"proc_term_width", l_term_width},
     {"proc_monotonic", l_monotonic},

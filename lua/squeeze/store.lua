@@ -53,8 +53,7 @@ end
 
 function M.abspath(p)
   if p:sub(1, 1) == "/" then return p end
-  local cwd = os.getenv("PWD")
-  if not cwd or cwd == "" then cwd = trim(M.capture("pwd")) or "." end
+  local cwd = core.proc_getcwd() or os.getenv("PWD") or "."
   p = p:gsub("^%./", ""):gsub("/%.?$", "")
   if p == "." or p == "" then return cwd end
   return cwd .. "/" .. p
@@ -208,7 +207,7 @@ function M.provenance(git_dir, argv)
   rec.lua_version, rec.sqlite_version = libs.lua, libs.sqlite
   rec.hdf5_version, rec.openblas_version = libs.hdf5, libs.openblas
   rec.command = argv and table.concat(argv, " ") or nil
-  rec.cwd = os.getenv("PWD")
+  rec.cwd = core.proc_getcwd()
   rec.user = os.getenv("USER") or os.getenv("LOGNAME")
   return rec
 end

@@ -2,7 +2,10 @@
 # test_local.sh — the local runner: a sweep, a failing point recorded with
 # its traceback, resume, --retry-failed, Ctrl-C, NaN/inf metrics, the
 # every way a point can fail is recorded, and the other points go on
-out=$("$SQ" sweep "$HERE/exp_fail.lua" -j 2 --results "$R/f" 2>&1); rc=$?
+# (under AddressSanitizer: let SIGSEGV kill the worker, and let the 1 TiB
+# allocation fail as it does without ASan)
+out=$(ASAN_OPTIONS=handle_segv=0:allocator_may_return_null=1 \
+      "$SQ" sweep "$HERE/exp_fail.lua" -j 2 --results "$R/f" 2>&1); rc=$?
 check_eq "a sweep with failures exits 1" "$rc" 1
 check_eq "the good point finished despite the others" "$(sql "$R/f" "select status from runs r join params p on p.run_id = r.id where p.key = 'mode' and p.value = 'ok'")" "finished"
 err_of() { sql "$R/f" "select r.status || ' ' || r.error from runs r join params p on p.run_id = r.id where p.key = 'mode' and p.value = '$1'"; }
