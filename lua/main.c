@@ -150,6 +150,39 @@ static int run_script(lua_State *L)
     return 1;
 }
 
+/* Protected: (value, argv table, script path) -> exit code when value is an
+ * experiment, else value itself. */
+static int run_experiment(lua_State *L)
+{
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "squeeze.experiment");
+    lua_call(L, 1, 1);
+    int mod = lua_gettop(L);
+    lua_getfield(L, mod, "is_experiment");
+    lua_pushvalue(L, 1);
+    lua_call(L, 1, 1);
+    int is_exp = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (!is_exp) {
+        lua_pushvalue(L, 1);
+        return 1;
+    }
+    lua_getfield(L, mod, "run_once");
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 2);              /* overrides as "key=value" strings */
+    lua_createtable(L, 0, 2);         /* opts */
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, "script");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, -2, "argv");
+    lua_call(L, 3, 2);
+    const char *status = lua_tostring(L, -2);
+    const char *id = lua_tostring(L, -1);
+    fprintf(stderr, "squeeze run: run %s %s (results/squeeze.db)\n", id ? id : "?", status ? status : "?");
+    lua_pushinteger(L, status && strcmp(status, "finished") == 0 ? 0 : 1);
+    return 1;
+}
+
 static int cmd_run(lua_State *L, int argc, char **argv)
 {
     if (argc < 3) {
@@ -161,6 +194,16 @@ static int cmd_run(lua_State *L, int argc, char **argv)
     push_argv(L, argc, argv, 3);
     lua_pushstring(L, argv[2]);
     if (docall(L, 2, 1) != LUA_OK) return 1;
+    /* A script that returns an experiment (squeeze.experiment) runs its base
+     * config with the key=value overrides as a one-point sweep recorded in
+     * results/, exactly as `squeeze sweep` would record it. */
+    if (lua_istable(L, -1)) {
+        lua_pushcfunction(L, run_experiment);
+        lua_insert(L, -2);
+        push_argv(L, argc, argv, 3);
+        lua_pushstring(L, argv[2]);
+        if (docall(L, 3, 1) != LUA_OK) return 1;
+    }
     /* a script may return its exit code; false means failure */
     int code = 0;
     if (lua_isinteger(L, -1)) code = (int)lua_tointeger(L, -1);
