@@ -42,12 +42,13 @@ static const void *conv_cols(const conv_geom *g, sq_dtype dt, const void *x, int
     return ws;
 }
 
-static sq_status conv_workspace(sq_ctx *ctx, const conv_geom *g, sq_dtype dt, sq_tensor **ws)
+static sq_status conv_workspace(sq_ctx *ctx, sq_device dev, const conv_geom *g, sq_dtype dt,
+                                sq_tensor **ws)
 {
     *ws = NULL;
     if (conv_is_pointwise(g)) return SQ_OK;
     int64_t sh[2] = {g->C * g->kh * g->kw, g->Ho * g->Wo};
-    return sq_tensor_empty_cat(ctx, dt, 2, sh, SQ_MEM_WORKSPACE, ws);
+    return sq_tensor_empty_dev(ctx, dev, dt, 2, sh, SQ_MEM_WORKSPACE, ws);
 }
 
 static void *ws_data(sq_tensor *ws) { return ws ? sq_tensor_data(ws) : NULL; }
@@ -70,6 +71,79 @@ static void conv_bias_grad(sq_dtype dt, void *db, const void *g, int64_t N, int6
         if (dt == SQ_F32) ((float *)db)[o] = (float)s;
         else ((double *)db)[o] = s;
     }
+}
+
+/* ---- the GPU path: same structure, kernels from kernels/cuda ---------------------- */
+
+/* y (N,O,P) = W (O,K) cols_n (K,P) [+ b], one GEMM per image; the bias is
+ * broadcast into y first and the GEMM accumulates onto it. */
+static sq_status conv_fwd_cuda(sq_ctx *ctx, const conv_geom *g, sq_dtype dt, const void *x,
+                               const void *w, const void *b, void *y, void *ws)
+{
+    int64_t K = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
+    size_t es = sq_dtype_size(dt);
+    double beta = 0.0;
+    if (b) {
+        int64_t sh[3] = {g->N, g->O, P}, bs[3] = {0, 1, 0};
+        SQ_TRY(sq_cuda_copy_strided(ctx, dt, y, NULL, b, bs, 3, sh));
+        beta = 1.0;
+    }
+    for (int64_t n = 0; n < g->N; n++) {
+        const char *xn = (const char *)x + (size_t)(n * g->C * g->H * g->W) * es;
+        const void *cols = xn;
+        if (!conv_is_pointwise(g)) {
+            SQ_TRY(sq_cuda_im2col(ctx, dt, ws, xn, 1, g->C, g->H, g->W, g->kh, g->kw, g->stride, g->pad,
+                                  g->Ho, g->Wo));
+            cols = ws;
+        }
+        SQ_TRY(sq_cuda_gemm(ctx, dt, 0, 0, g->O, P, K, 1.0, w, K, cols, P, beta,
+                            (char *)y + (size_t)(n * g->O * P) * es, P));
+    }
+    return SQ_OK;
+}
+
+/* dx (zeroed by the caller) += col2im(W^T g_n); dW (zeroed) += g_n cols_n^T;
+ * db = sums of g over images and positions.  Any output may be NULL. */
+static sq_status conv_bwd_cuda(sq_ctx *ctx, const conv_geom *g, sq_dtype dt, const void *gy,
+                               const void *x, const void *w, void *dx, void *dw, void *db, void *ws)
+{
+    int64_t K = g->C * g->kh * g->kw, P = g->Ho * g->Wo;
+    size_t es = sq_dtype_size(dt);
+    for (int64_t n = 0; n < g->N; n++) {
+        const char *gn = (const char *)gy + (size_t)(n * g->O * P) * es;
+        if (dx) {
+            char *dxn = (char *)dx + (size_t)(n * g->C * g->H * g->W) * es;
+            void *dc = ws ? ws : dxn; /* pointwise: dx_n is dcols */
+            SQ_TRY(sq_cuda_gemm(ctx, dt, 1, 0, K, P, g->O, 1.0, w, K, gn, P, 0.0, dc, P));
+            if (ws)
+                SQ_TRY(sq_cuda_col2im(ctx, dt, dxn, dc, 1, g->C, g->H, g->W, g->kh, g->kw, g->stride,
+                                      g->pad, g->Ho, g->Wo));
+        }
+        if (dw) {
+            const char *xn = (const char *)x + (size_t)(n * g->C * g->H * g->W) * es;
+            const void *cols = xn;
+            if (ws) {
+                SQ_TRY(sq_cuda_im2col(ctx, dt, ws, xn, 1, g->C, g->H, g->W, g->kh, g->kw, g->stride,
+                                      g->pad, g->Ho, g->Wo));
+                cols = ws;
+            }
+            SQ_TRY(sq_cuda_gemm(ctx, dt, 0, 1, g->O, K, P, 1.0, gn, P, cols, P, 1.0, dw, K));
+            ctx->stats.weight_grad_gemms++;
+        }
+    }
+    if (db) { /* (N,O,P) -> (N,O) over positions, then (O) over images */
+        sq_tensor *t = NULL;
+        int64_t sh[2] = {g->N, g->O}, xs1[3] = {P, 1, 1}, xs2[3] = {g->N * g->O, g->O, 1};
+        SQ_TRY(sq_tensor_empty_dev(ctx, SQ_CUDA, dt, 2, sh, SQ_MEM_WORKSPACE, &t));
+        sq_status st = sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_SUM, dt, sq_tensor_data(t), NULL, gy,
+                                          g->N * g->O, P, 1, xs1);
+        if (st == SQ_OK)
+            st = sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_SUM, dt, db, NULL, sq_tensor_data(t), 1, g->N, g->O,
+                                    xs2);
+        sq_tensor_release(t);
+        return st;
+    }
+    return SQ_OK;
 }
 
 static conv_geom geom_from_node(const sq_node *node)
@@ -101,7 +175,22 @@ static sq_status conv2d_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     sq_dtype dt = g->dtype;
     size_t es = sq_dtype_size(dt);
     const char *gp = sq_tensor_data(g);
-    if (node->need[0] || node->need[1]) SQ_CHECK(conv_workspace(ctx, &G, dt, &ws));
+    if (node->need[0] || node->need[1]) SQ_CHECK(conv_workspace(ctx, sq_tensor_device(g), &G, dt, &ws));
+    if (sq_on_cuda(g)) {
+        int want_db = node->n_in > 2 && node->need[2];
+        if (node->need[1] && !x) {
+            st = sq_fail(ctx, SQ_ERR_STATE, "conv2d: saved input was released before backward");
+            goto done;
+        }
+        if (node->need[0]) SQ_CHECK(sq_zeros_on(ctx, g, dt, 4, node->in_shape[0], &gin[0]));
+        if (node->need[1]) SQ_CHECK(sq_zeros_on(ctx, g, dt, 4, node->in_shape[1], &gin[1]));
+        if (want_db) SQ_CHECK(sq_new_on(ctx, g, dt, 1, &G.O, &gin[2]));
+        SQ_CHECK(conv_bwd_cuda(ctx, &G, dt, gp, x ? sq_tensor_data(x) : NULL, w ? sq_tensor_data(w) : NULL,
+                               node->need[0] ? sq_tensor_data(gin[0]) : NULL,
+                               node->need[1] ? sq_tensor_data(gin[1]) : NULL,
+                               want_db ? sq_tensor_data(gin[2]) : NULL, ws_data(ws)));
+        goto done;
+    }
     if (node->need[0]) { /* dcols = W^T g_n : (K,O)(O,P), then col2im */
         SQ_CHECK(sq_tensor_zeros(ctx, dt, 4, node->in_shape[0], &gin[0]));
         char *dx = sq_tensor_data(gin[0]);
@@ -145,6 +234,7 @@ sq_status sq_conv2d(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, int s
     SQ_TRY(sq_need_float(ctx, "conv2d", "input", x));
     SQ_TRY(sq_need_float(ctx, "conv2d", "weight", w));
     SQ_TRY(sq_need_same_dtype(ctx, "conv2d", x, w));
+    SQ_TRY(sq_need_same_device(ctx, "conv2d", "input", x, "weight", w));
     if (x->ndim != 4 || w->ndim != 4)
         return sq_fail(ctx, SQ_ERR_SHAPE, "conv2d: input %s and weight %s must be 4-d (NxCxHxW, OxCxkhxkw)",
                        SQ_SHAPE(x, s1), SQ_SHAPE(w, s2));
@@ -164,6 +254,7 @@ sq_status sq_conv2d(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, int s
     if (b) {
         SQ_TRY(sq_need_float(ctx, "conv2d", "bias", b));
         SQ_TRY(sq_need_same_dtype(ctx, "conv2d", x, b));
+        SQ_TRY(sq_need_same_device(ctx, "conv2d", "input", x, "bias", b));
         if (b->ndim != 1 || b->shape[0] != w->shape[0])
             return sq_fail(ctx, SQ_ERR_SHAPE, "conv2d: bias %s does not match weight %s (need %lld)",
                            SQ_SHAPE(b, s1), SQ_SHAPE(w, s2), (long long)w->shape[0]);
@@ -180,9 +271,12 @@ sq_status sq_conv2d(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, int s
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, w, &wc));
     if (b) SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
-    SQ_CHECK(sq_tensor_empty(ctx, dt, 4, (int64_t[]){G.N, G.O, G.Ho, G.Wo}, &y));
-    SQ_CHECK(conv_workspace(ctx, &G, dt, &ws));
-    for (int64_t n = 0; n < G.N; n++) { /* y_n (O,P) = W (O,K) cols_n (K,P) [+ b] */
+    SQ_CHECK(sq_new_on(ctx, x, dt, 4, (int64_t[]){G.N, G.O, G.Ho, G.Wo}, &y));
+    SQ_CHECK(conv_workspace(ctx, sq_tensor_device(x), &G, dt, &ws));
+    if (sq_on_cuda(x))
+        SQ_CHECK(conv_fwd_cuda(ctx, &G, dt, sq_tensor_data(xc), sq_tensor_data(wc), bc ? sq_tensor_data(bc) : NULL,
+                               sq_tensor_data(y), ws_data(ws)));
+    for (int64_t n = 0; n < G.N && !sq_on_cuda(x); n++) { /* y_n (O,P) = W (O,K) cols_n (K,P) [+ b] */
         char *yn = (char *)sq_tensor_data(y) + (size_t)(n * G.O * P) * es;
         double beta = 0.0;
         if (bc) { /* broadcast the bias into y_n; the GEMM accumulates onto it */
@@ -293,6 +387,14 @@ static sq_status max_pool2d_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout
     int64_t NC = in[0] * in[1], HW = in[2] * in[3], P = node->out_shape[2] * node->out_shape[3];
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
+    if (sq_on_cuda(g)) { /* dx written whole */
+        SQ_CHECK(sq_new_on(ctx, g, g->dtype, 4, in, &gin[0]));
+        SQ_CHECK(sq_cuda_max_pool2d_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                        sq_tensor_data(idx), in[0], in[1], in[2], in[3],
+                                        (int)node->iarg[0], (int)node->iarg[1], (int)node->iarg[2],
+                                        node->out_shape[2], node->out_shape[3]));
+        goto done;
+    }
     SQ_CHECK(sq_tensor_zeros(ctx, g->dtype, 4, in, &gin[0]));
     const int64_t *ip = sq_tensor_data(idx);
     for (int64_t c = 0; c < NC; c++) {
@@ -322,10 +424,14 @@ sq_status sq_max_pool2d(sq_ctx *ctx, sq_tensor *x, int k, int stride, int pad, s
     sq_tensor *xc = NULL, *y = NULL, *idx = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
-    SQ_CHECK(sq_tensor_empty(ctx, x->dtype, 4, sh, &y));
-    if (grad) SQ_CHECK(sq_tensor_empty(ctx, SQ_I64, 4, sh, &idx));
+    SQ_CHECK(sq_new_on(ctx, x, x->dtype, 4, sh, &y));
+    /* the GPU kernel always writes the positions */
+    if (grad || sq_on_cuda(x)) SQ_CHECK(sq_new_on(ctx, x, SQ_I64, 4, sh, &idx));
     int64_t *ip = idx ? sq_tensor_data(idx) : NULL;
-    if (x->dtype == SQ_F32)
+    if (sq_on_cuda(x))
+        SQ_CHECK(sq_cuda_max_pool2d(ctx, x->dtype, sq_tensor_data(y), ip, sq_tensor_data(xc), N, C, H, W,
+                                    k, stride, pad, Ho, Wo));
+    else if (x->dtype == SQ_F32)
         maxpool_fwd_f32(sq_tensor_data(y), ip, sq_tensor_data(xc), N * C, H, W, Ho, Wo, k, stride, pad);
     else
         maxpool_fwd_f64(sq_tensor_data(y), ip, sq_tensor_data(xc), N * C, H, W, Ho, Wo, k, stride, pad);
@@ -333,6 +439,9 @@ sq_status sq_max_pool2d(sq_ctx *ctx, sq_tensor *x, int k, int stride, int pad, s
         sq_node *node;
         SQ_CHECK(sq_ag_attach(ctx, y, "max_pool2d", max_pool2d_backward, 1, &x, &node));
         sq_node_save(node, idx);
+        node->iarg[0] = k;
+        node->iarg[1] = stride;
+        node->iarg[2] = pad;
     }
     *out = y;
     y = NULL;
@@ -387,6 +496,13 @@ static sq_status avg_pool2d_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout
     sq_tensor *g = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
+    if (sq_on_cuda(g)) { /* dx written whole */
+        SQ_CHECK(sq_new_on(ctx, g, g->dtype, 4, in, &gin[0]));
+        SQ_CHECK(sq_cuda_avg_pool2d_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g), in[0],
+                                        in[1], in[2], in[3], k, stride, pad, node->out_shape[2],
+                                        node->out_shape[3]));
+        goto done;
+    }
     SQ_CHECK(sq_tensor_zeros(ctx, g->dtype, 4, in, &gin[0]));
     if (g->dtype == SQ_F32)
         avgpool_f32(sq_tensor_data(gin[0]), sq_tensor_data(g), 1, in[0] * in[1], in[2], in[3],
@@ -408,8 +524,11 @@ sq_status sq_avg_pool2d(sq_ctx *ctx, sq_tensor *x, int k, int stride, int pad, s
     sq_tensor *xc = NULL, *y = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
-    SQ_CHECK(sq_tensor_empty(ctx, x->dtype, 4, (int64_t[]){N, C, Ho, Wo}, &y));
-    if (x->dtype == SQ_F32)
+    SQ_CHECK(sq_new_on(ctx, x, x->dtype, 4, (int64_t[]){N, C, Ho, Wo}, &y));
+    if (sq_on_cuda(x))
+        SQ_CHECK(sq_cuda_avg_pool2d(ctx, x->dtype, sq_tensor_data(y), sq_tensor_data(xc), N, C, H, W, k,
+                                    stride, pad, Ho, Wo));
+    else if (x->dtype == SQ_F32)
         avgpool_f32(sq_tensor_data(y), sq_tensor_data(xc), 0, N * C, H, W, Ho, Wo, k, stride, pad);
     else
         avgpool_f64(sq_tensor_data(y), sq_tensor_data(xc), 0, N * C, H, W, Ho, Wo, k, stride, pad);

@@ -70,12 +70,19 @@ static sq_status binary_forward(sq_ctx *ctx, sq_binop op, sq_tensor *a, sq_tenso
     int64_t shape[SQ_MAX_DIMS], sa[SQ_MAX_DIMS], sb[SQ_MAX_DIMS];
     SQ_TRY(sq_broadcast_shape(ctx, binop_name(op), a, b, &nd, shape));
     sq_tensor *out;
-    SQ_TRY(sq_tensor_empty(ctx, a->dtype, nd, shape, &out));
+    SQ_TRY(sq_new_on(ctx, a, a->dtype, nd, shape, &out));
     int64_t n = sq_tensor_numel(out);
     int flat = sq_shape_equal(a, b) && sq_tensor_is_contiguous(a) && sq_tensor_is_contiguous(b);
     strides_for(a, nd, sa);
     strides_for(b, nd, sb);
-    if (n > 0) {
+    if (sq_on_cuda(a)) {
+        sq_status st = sq_cuda_binary(ctx, op, a->dtype, sq_tensor_data(out), sq_tensor_data(a), sa,
+                                      sq_tensor_data(b), sb, nd, shape);
+        if (st != SQ_OK) {
+            sq_tensor_release(out);
+            return st;
+        }
+    } else if (n > 0) {
         if (a->dtype == SQ_F32) {
             BIN_DISPATCH(float)
         } else {
@@ -135,6 +142,7 @@ sq_status sq_binary(sq_ctx *ctx, sq_binop op, sq_tensor *a, sq_tensor *b, sq_ten
     SQ_TRY(sq_need_float(ctx, name, "argument #1", a));
     SQ_TRY(sq_need_float(ctx, name, "argument #2", b));
     SQ_TRY(sq_need_same_dtype(ctx, name, a, b));
+    SQ_TRY(sq_need_same_device(ctx, name, "argument #1", a, "argument #2", b));
     SQ_TRY(binary_forward(ctx, op, a, b, out));
     sq_tensor *ins[2] = {a, b};
     if (!sq_ag_needs_grad(ctx, 2, ins)) return SQ_OK;
@@ -189,13 +197,19 @@ sq_status sq_scale_shift(sq_ctx *ctx, sq_tensor *t, double mul, double add, sq_t
         return st;
     }
     int64_t n = sq_tensor_numel(t);
-    if (t->dtype == SQ_F32) {
+    if (sq_on_cuda(t)) {
+        st = sq_cuda_scale_shift(ctx, t->dtype, sq_tensor_data(dst), sq_tensor_data(src), n, mul, add);
+    } else if (t->dtype == SQ_F32) {
         float m = (float)mul, a = (float)add;
         MAP_LOOP(float, x * m + a);
     } else {
         MAP_LOOP(double, x * mul + add);
     }
     sq_tensor_release(src);
+    if (st != SQ_OK) {
+        sq_tensor_release(dst);
+        return st;
+    }
     if (sq_ag_needs_grad(ctx, 1, &t)) {
         sq_node *node;
         st = sq_ag_attach(ctx, dst, "scale_shift", scale_shift_backward, 1, &t, &node);
@@ -213,6 +227,16 @@ static sq_status pow_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_te
 {
     double p = node->darg[0];
     sq_tensor *x = node->saved[0], *d = NULL;
+    if (sq_on_cuda(x)) { /* dx = dy * p * x^(p-1) in one kernel */
+        sq_tensor *g = NULL;
+        SQ_TRY(sq_tensor_contiguous_raw(ctx, gout, &g));
+        sq_status st = sq_tensor_empty_like(ctx, x, &gin[0]);
+        if (st == SQ_OK)
+            st = sq_cuda_pow_scalar_bwd(ctx, x->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                        sq_tensor_data(x), sq_tensor_numel(x), p);
+        sq_tensor_release(g);
+        return st;
+    }
     sq_status st = sq_tensor_empty_like(ctx, x, &d);
     if (st != SQ_OK) return st;
     int64_t n = sq_tensor_numel(x);
@@ -237,14 +261,16 @@ sq_status sq_pow_scalar(sq_ctx *ctx, sq_tensor *t, double p, sq_tensor **out)
         return st;
     }
     int64_t n = sq_tensor_numel(t);
-    if (t->dtype == SQ_F32) {
+    if (sq_on_cuda(t)) {
+        st = sq_cuda_pow_scalar(ctx, t->dtype, sq_tensor_data(dst), sq_tensor_data(src), n, p);
+    } else if (t->dtype == SQ_F32) {
         float pf = (float)p;
         MAP_LOOP(float, powf(x, pf));
     } else {
         double pd = p;
         MAP_LOOP(double, pow(x, pd));
     }
-    if (sq_ag_needs_grad(ctx, 1, &t)) {
+    if (st == SQ_OK && sq_ag_needs_grad(ctx, 1, &t)) {
         sq_node *node;
         st = sq_ag_attach(ctx, dst, "pow", pow_backward, 1, &t, &node);
         if (st != SQ_OK) {
@@ -256,6 +282,10 @@ sq_status sq_pow_scalar(sq_ctx *ctx, sq_tensor *t, double p, sq_tensor **out)
         sq_node_save(node, src);
     }
     sq_tensor_release(src);
+    if (st != SQ_OK) {
+        sq_tensor_release(dst);
+        return st;
+    }
     *out = dst;
     return SQ_OK;
 }
@@ -321,6 +351,17 @@ static sq_status unary_map(sq_ctx *ctx, sq_unop op, sq_tensor *t, int derivative
         return st;
     }
     int64_t n = sq_tensor_numel(t);
+    if (sq_on_cuda(t)) { /* derivatives on the GPU go through sq_cuda_unary_bwd */
+        st = derivative ? sq_fail(ctx, SQ_ERR_STATE, "%s: derivative map on the GPU", sq_unop_name(op))
+                        : sq_cuda_unary(ctx, op, t->dtype, sq_tensor_data(dst), sq_tensor_data(src), n);
+        sq_tensor_release(src);
+        if (st != SQ_OK) {
+            sq_tensor_release(dst);
+            return st;
+        }
+        *out = dst;
+        return SQ_OK;
+    }
     if (t->dtype == SQ_F32) {
         if (derivative) {
             DER_DISPATCH(float, expf)
@@ -344,7 +385,18 @@ static sq_status unary_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_
     sq_unop op = (sq_unop)node->iarg[0];
     sq_tensor *d;
     if (op == SQ_UN_NEG) return sq_scale_shift(ctx, gout, -1.0, 0.0, &gin[0]);
-    SQ_TRY(unary_map(ctx, op, node->saved[0], 1, &d));
+    sq_tensor *s = node->saved[0];
+    if (sq_on_cuda(s)) { /* dx = dy * f'(s) in one kernel */
+        sq_tensor *g = NULL;
+        SQ_TRY(sq_tensor_contiguous_raw(ctx, gout, &g));
+        sq_status st = sq_tensor_empty_like(ctx, s, &gin[0]);
+        if (st == SQ_OK)
+            st = sq_cuda_unary_bwd(ctx, op, s->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                   sq_tensor_data(s), sq_tensor_numel(s));
+        sq_tensor_release(g);
+        return st;
+    }
+    SQ_TRY(unary_map(ctx, op, s, 1, &d));
     sq_status st = binary_forward(ctx, SQ_BIN_MUL, gout, d, &gin[0]);
     sq_tensor_release(d);
     return st;

@@ -8,12 +8,11 @@
 
 #include <string.h>
 
-static sq_status need_cpu(sq_ctx *ctx, const char *op, const char *what, const sq_tensor *t)
+static sq_status need_known_device(sq_ctx *ctx, const char *op, const char *what, const sq_tensor *t)
 {
     SQ_TRY(sq_need_tensor(ctx, op, what, t));
-    if (t->storage->device != SQ_CPU)
-        return sq_fail(ctx, SQ_ERR_DEVICE, "%s: %s is on %s; this op runs on the cpu", op, what,
-                       sq_device_name(t->storage->device));
+    if (t->storage->device != SQ_CPU && t->storage->device != SQ_CUDA)
+        return sq_fail(ctx, SQ_ERR_DEVICE, "%s: %s is on an unknown device", op, what);
     return SQ_OK;
 }
 
@@ -25,6 +24,10 @@ static sq_status need_float_for_grad(sq_ctx *ctx, const char *op, const sq_tenso
                        sq_dtype_name(t->dtype));
     return SQ_OK;
 }
+
+/* The GPU's forward index kernels move floats; integer tensors travel as
+ * floats of their size (a load and a store move the bits unchanged). */
+static sq_dtype move_dtype(sq_dtype dt) { return sq_dtype_size(dt) == 4 ? SQ_F32 : SQ_F64; }
 
 /* (outer, len, inner) around dim of a shape */
 static void split_at(int ndim, const int64_t *shape, int dim, int64_t *outer, int64_t *inner)
@@ -61,6 +64,21 @@ static sq_status concat_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     split_at(nd, node->out_shape, dim, &outer, &inner);
     size_t es = sq_dtype_size(g->dtype);
     sq_status st = SQ_OK;
+    if (sq_on_cuda(g)) {
+        void *ds[SQ_NODE_MAX_IN] = {NULL};
+        int64_t lens[SQ_NODE_MAX_IN];
+        for (int i = 0; i < node->n_in; i++) {
+            lens[i] = node->iarg[1 + i];
+            if (!node->need[i]) continue;
+            int64_t sh[SQ_MAX_DIMS];
+            memcpy(sh, node->out_shape, sizeof sh);
+            sh[dim] = lens[i];
+            SQ_CHECK(sq_new_on(ctx, g, g->dtype, nd, sh, &gin[i]));
+            ds[i] = sq_tensor_data(gin[i]);
+        }
+        SQ_CHECK(sq_cuda_concat_bwd(ctx, g->dtype, ds, sq_tensor_data(g), node->n_in, lens, outer, inner));
+        goto done;
+    }
     for (int i = 0; i < node->n_in; i++) {
         int64_t len = node->iarg[1 + i];
         if (node->need[i]) {
@@ -87,7 +105,7 @@ sq_status sq_concat(sq_ctx *ctx, int n, sq_tensor *const *ts, int dim, sq_tensor
     if (n < 1 || !ts) return sq_fail(ctx, SQ_ERR_ARG, "concat: need at least one tensor, got %d", n);
     for (int i = 0; i < n; i++) {
         if (!ts[i]) return sq_fail(ctx, SQ_ERR_ARG, "concat: tensor #%d is missing", i + 1);
-        SQ_TRY(need_cpu(ctx, "concat", "a tensor", ts[i]));
+        SQ_TRY(need_known_device(ctx, "concat", "a tensor", ts[i]));
         SQ_TRY(need_float_for_grad(ctx, "concat", ts[i]));
     }
     sq_tensor *t0 = ts[0];
@@ -107,6 +125,7 @@ sq_status sq_concat(sq_ctx *ctx, int n, sq_tensor *const *ts, int dim, sq_tensor
             return sq_fail(ctx, SQ_ERR_SHAPE, "concat: tensor #%d is %s, tensor #1 is %s (must agree except dim %d)",
                            i + 1, SQ_SHAPE(t, s1), SQ_SHAPE(t0, s2), dim);
         sh[dim] += t->shape[dim];
+        SQ_TRY(sq_need_same_device(ctx, "concat", "tensor #1", t0, "another tensor", t));
     }
     int grad = sq_ag_needs_grad(ctx, n, ts);
     if (grad && n > SQ_NODE_MAX_IN) { /* a tree: <= 4 groups, each concatenated recursively */
@@ -121,11 +140,20 @@ sq_status sq_concat(sq_ctx *ctx, int n, sq_tensor *const *ts, int dim, sq_tensor
     }
     sq_tensor *y = NULL, *c = NULL;
     sq_status st;
-    SQ_CHECK(sq_tensor_empty(ctx, t0->dtype, t0->ndim, sh, &y));
+    SQ_CHECK(sq_new_on(ctx, t0, t0->dtype, t0->ndim, sh, &y));
     int64_t outer, inner, total = sh[dim], start = 0;
     split_at(t0->ndim, sh, dim, &outer, &inner);
     size_t es = sq_dtype_size(t0->dtype);
-    for (int i = 0; i < n; i++) { /* each input's block of len*inner per outer index */
+    for (int i = 0; i < n && sq_on_cuda(t0); i++) { /* strided copy of each block into place */
+        int64_t len = ts[i]->shape[dim], bs[3] = {outer, len, inner}, os[3] = {total * inner, inner, 1};
+        SQ_CHECK(sq_tensor_contiguous_raw(ctx, ts[i], &c));
+        SQ_CHECK(sq_cuda_copy_strided(ctx, t0->dtype, (char *)sq_tensor_data(y) + (size_t)(start * inner) * es,
+                                      os, sq_tensor_data(c), NULL, 3, bs));
+        sq_tensor_release(c);
+        c = NULL;
+        start += len;
+    }
+    for (int i = 0; i < n && !sq_on_cuda(t0); i++) { /* each input's block of len*inner per outer index */
         int64_t len = ts[i]->shape[dim];
         size_t blk = (size_t)(len * inner) * es;
         SQ_CHECK(sq_tensor_contiguous_raw(ctx, ts[i], &c));
@@ -162,7 +190,12 @@ static sq_status index_select_backward(sq_ctx *ctx, sq_node *node, sq_tensor *go
     split_at(nd, in, dim, &outer, &inner);
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
-    SQ_CHECK(sq_tensor_zeros(ctx, g->dtype, nd, in, &gin[0]));
+    SQ_CHECK(sq_zeros_on(ctx, g, g->dtype, nd, in, &gin[0]));
+    if (sq_on_cuda(g)) {
+        SQ_CHECK(sq_cuda_index_select_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                          sq_tensor_data(idx), outer, S, inner, L));
+        goto done;
+    }
     size_t es = sq_dtype_size(g->dtype);
     for (int64_t o = 0; o < outer; o++)
         for (int64_t j = 0; j < L; j++)
@@ -177,17 +210,30 @@ sq_status sq_index_select(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq
 {
     *out = NULL;
     char s1[64], s2[64];
-    SQ_TRY(need_cpu(ctx, "index_select", "input", x));
+    SQ_TRY(need_known_device(ctx, "index_select", "input", x));
     SQ_TRY(sq_need_index(ctx, "index_select", "index", idx));
-    SQ_TRY(need_cpu(ctx, "index_select", "index", idx));
+    SQ_TRY(need_known_device(ctx, "index_select", "index", idx));
     SQ_TRY(need_float_for_grad(ctx, "index_select", x));
     if (x->ndim < 1) return sq_fail(ctx, SQ_ERR_SHAPE, "index_select: input is a scalar");
     SQ_TRY(sq_norm_dim(ctx, "index_select", x->ndim, &dim));
     if (idx->ndim != 1)
         return sq_fail(ctx, SQ_ERR_SHAPE, "index_select: index %s must be 1-d", SQ_SHAPE(idx, s1));
     int64_t S = x->shape[dim], L = idx->shape[0], outer, inner;
+    SQ_TRY(sq_need_same_device(ctx, "index_select", "input", x, "index", idx));
     sq_tensor *ic = NULL, *xc = NULL, *y = NULL;
     sq_status st;
+    if (sq_on_cuda(x)) { /* indices checked on the device, reported at the next sync */
+        int64_t sh[SQ_MAX_DIMS];
+        memcpy(sh, x->shape, sizeof sh);
+        sh[dim] = L;
+        split_at(x->ndim, x->shape, dim, &outer, &inner);
+        SQ_CHECK(sq_index_i64(ctx, idx, &ic));
+        SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
+        SQ_CHECK(sq_new_on(ctx, x, x->dtype, x->ndim, sh, &y));
+        SQ_CHECK(sq_cuda_index_select(ctx, move_dtype(x->dtype), sq_tensor_data(y), sq_tensor_data(xc),
+                                      sq_tensor_data(ic), outer, S, inner, L));
+        goto record;
+    }
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, idx, &ic));
     for (int64_t j = 0; j < L; j++) {
         int64_t v = sq_index_at(ic, j);
@@ -208,6 +254,7 @@ sq_status sq_index_select(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq
         for (int64_t j = 0; j < L; j++)
             memcpy((char *)sq_tensor_data(y) + (size_t)(o * L + j) * blk,
                    (const char *)sq_tensor_data(xc) + (size_t)(o * S + sq_index_at(ic, j)) * blk, blk);
+record:
     if (sq_ag_needs_grad(ctx, 1, &x)) {
         sq_node *node;
         SQ_CHECK(sq_ag_attach(ctx, y, "index_select", index_select_backward, 1, &x, &node));
@@ -256,8 +303,11 @@ static sq_status gather_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     int64_t total = sq_tensor_numel(ic);
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
-    SQ_CHECK(sq_tensor_zeros(ctx, g->dtype, nd, xs, &gin[0]));
-    if (g->dtype == SQ_F32) {
+    SQ_CHECK(sq_zeros_on(ctx, g, g->dtype, nd, xs, &gin[0]));
+    if (sq_on_cuda(g)) {
+        SQ_CHECK(sq_cuda_gather_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), gin[0]->stride, xs[dim],
+                                    sq_tensor_data(g), sq_tensor_data(ic), nd, is, dim));
+    } else if (g->dtype == SQ_F32) {
         float *d = sq_tensor_data(gin[0]);
         const float *gp = sq_tensor_data(g);
         GATHER_WALK(d[off] += gp[k]);
@@ -275,9 +325,9 @@ sq_status sq_gather(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq_tenso
 {
     *out = NULL;
     char s1[64], s2[64];
-    SQ_TRY(need_cpu(ctx, "gather", "input", x));
+    SQ_TRY(need_known_device(ctx, "gather", "input", x));
     SQ_TRY(sq_need_index(ctx, "gather", "index", idx));
-    SQ_TRY(need_cpu(ctx, "gather", "index", idx));
+    SQ_TRY(need_known_device(ctx, "gather", "index", idx));
     SQ_TRY(need_float_for_grad(ctx, "gather", x));
     if (x->ndim < 1) return sq_fail(ctx, SQ_ERR_SHAPE, "gather: input is a scalar");
     SQ_TRY(sq_norm_dim(ctx, "gather", x->ndim, &dim));
@@ -289,8 +339,16 @@ sq_status sq_gather(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq_tenso
                        "(same rank, no larger except in dim)", SQ_SHAPE(idx, s1), SQ_SHAPE(x, s2), dim);
     const int64_t *xs = x->shape, *is = idx->shape;
     int64_t total = sq_tensor_numel(idx), S = x->shape[dim];
+    SQ_TRY(sq_need_same_device(ctx, "gather", "input", x, "index", idx));
     sq_tensor *ic = NULL, *xc = NULL, *y = NULL;
     sq_status st;
+    if (sq_on_cuda(x)) { /* x read through its strides; indices checked on the device */
+        SQ_CHECK(sq_index_i64(ctx, idx, &ic));
+        SQ_CHECK(sq_new_on(ctx, x, x->dtype, nd, is, &y));
+        SQ_CHECK(sq_cuda_gather(ctx, move_dtype(x->dtype), sq_tensor_data(y), sq_tensor_data(x), x->stride, S,
+                                sq_tensor_data(ic), nd, is, dim));
+        goto record;
+    }
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, idx, &ic));
     for (int64_t k = 0; k < total; k++) {
         int64_t v = sq_index_at(ic, k);
@@ -311,6 +369,7 @@ sq_status sq_gather(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq_tenso
         const uint64_t *xp = sq_tensor_data(xc);
         GATHER_WALK(o[k] = xp[off]);
     }
+record:
     if (sq_ag_needs_grad(ctx, 1, &x)) {
         sq_node *node;
         SQ_CHECK(sq_ag_attach(ctx, y, "gather", gather_backward, 1, &x, &node));

@@ -5,15 +5,20 @@
 #include <string.h>
 
 /* ---- matmul ------------------------------------------------------------- */
-/* a (B?,M,K) contiguous, b (B?,K,N) or (K,N) contiguous, c (B?,M,N) */
-static void bmm(sq_ctx *ctx, sq_dtype dt, int ta, int tb, int64_t batch, int64_t M, int64_t N,
-                int64_t K, const void *a, int64_t sa, int64_t lda, const void *b, int64_t sb,
-                int64_t ldb, void *c, double beta)
+/* a (B?,M,K) contiguous, b (B?,K,N) or (K,N) contiguous, c (B?,M,N); on the
+ * GPU one strided-batched cuBLAS call */
+static sq_status bmm(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ta, int tb, int64_t batch,
+                     int64_t M, int64_t N, int64_t K, const void *a, int64_t sa, int64_t lda,
+                     const void *b, int64_t sb, int64_t ldb, void *c, double beta)
 {
+    if (dev == SQ_CUDA)
+        return sq_cuda_gemm_batched(ctx, dt, ta, tb, batch, M, N, K, 1.0, a, lda, sa, b, ldb, sb,
+                                    beta, c, N, M * N);
     size_t es = sq_dtype_size(dt);
     for (int64_t i = 0; i < batch; i++)
         sq_cpu_gemm(&ctx->stats, dt, ta, tb, M, N, K, 1.0, (const char *)a + i * sa * es, lda,
                     (const char *)b + i * sb * es, ldb, beta, (char *)c + i * M * N * es, N);
+    return SQ_OK;
 }
 
 static sq_status matmul_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin)
@@ -24,23 +29,24 @@ static sq_status matmul_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     int batched = (int)node->iarg[0], b2d = (int)node->iarg[1];
     int64_t B = node->iarg[2], M = node->iarg[3], K = node->iarg[4], N = node->iarg[5];
     sq_dtype dt = g->dtype;
+    sq_device dev = sq_tensor_device(g);
     if (node->need[0]) { /* dA = dC B^T : (B,M,N)(K,N)^T */
         int64_t sh[3] = {B, M, K};
-        SQ_CHECK(sq_tensor_empty(ctx, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[0]));
-        bmm(ctx, dt, 0, 1, B, M, K, N, sq_tensor_data(g), M * N, N, sq_tensor_data(b),
-            b2d ? 0 : K * N, N, sq_tensor_data(gin[0]), 0.0);
+        SQ_CHECK(sq_new_on(ctx, g, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[0]));
+        SQ_CHECK(bmm(ctx, dev, dt, 0, 1, B, M, K, N, sq_tensor_data(g), M * N, N, sq_tensor_data(b),
+                     b2d ? 0 : K * N, N, sq_tensor_data(gin[0]), 0.0));
     }
     if (node->need[1]) { /* dB = A^T dC, summed over the batch when B is shared */
         int64_t sh[3] = {B, K, N};
         if (b2d) {
-            SQ_CHECK(sq_tensor_empty(ctx, dt, 2, sh + 1, &gin[1]));
+            SQ_CHECK(sq_new_on(ctx, g, dt, 2, sh + 1, &gin[1]));
             /* (B*M,K)^T (B*M,N) in one GEMM */
-            sq_cpu_gemm(&ctx->stats, dt, 1, 0, K, N, B * M, 1.0, sq_tensor_data(a), K,
-                        sq_tensor_data(g), N, 0.0, sq_tensor_data(gin[1]), N);
+            SQ_CHECK(sq_gemm_on(ctx, dev, dt, 1, 0, K, N, B * M, 1.0, sq_tensor_data(a), K,
+                                sq_tensor_data(g), N, 0.0, sq_tensor_data(gin[1]), N));
         } else {
-            SQ_CHECK(sq_tensor_empty(ctx, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[1]));
-            bmm(ctx, dt, 1, 0, B, K, N, M, sq_tensor_data(a), M * K, K, sq_tensor_data(g), M * N, N,
-                sq_tensor_data(gin[1]), 0.0);
+            SQ_CHECK(sq_new_on(ctx, g, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[1]));
+            SQ_CHECK(bmm(ctx, dev, dt, 1, 0, B, K, N, M, sq_tensor_data(a), M * K, K, sq_tensor_data(g),
+                         M * N, N, sq_tensor_data(gin[1]), 0.0));
         }
     }
 done:
@@ -54,6 +60,7 @@ sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out)
     SQ_TRY(sq_need_float(ctx, "matmul", "argument #1", a));
     SQ_TRY(sq_need_float(ctx, "matmul", "argument #2", b));
     SQ_TRY(sq_need_same_dtype(ctx, "matmul", a, b));
+    SQ_TRY(sq_need_same_device(ctx, "matmul", "argument #1", a, "argument #2", b));
     char x[64], y[64];
     int ok = (a->ndim == 2 && b->ndim == 2) || (a->ndim == 3 && (b->ndim == 3 || b->ndim == 2));
     if (!ok)
@@ -71,9 +78,9 @@ sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out)
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, a, &ac));
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
     int64_t sh[3] = {B, M, N};
-    SQ_CHECK(sq_tensor_empty(ctx, a->dtype, batched ? 3 : 2, batched ? sh : sh + 1, &c));
-    bmm(ctx, a->dtype, 0, 0, B, M, N, K, sq_tensor_data(ac), M * K, K, sq_tensor_data(bc),
-        b2d ? 0 : K * N, N, sq_tensor_data(c), 0.0);
+    SQ_CHECK(sq_new_on(ctx, a, a->dtype, batched ? 3 : 2, batched ? sh : sh + 1, &c));
+    SQ_CHECK(bmm(ctx, sq_tensor_device(a), a->dtype, 0, 0, B, M, N, K, sq_tensor_data(ac), M * K, K,
+                 sq_tensor_data(bc), b2d ? 0 : K * N, N, sq_tensor_data(c), 0.0));
     sq_tensor *ins[2] = {a, b};
     if (sq_ag_needs_grad(ctx, 2, ins)) {
         sq_node *n;
@@ -107,10 +114,9 @@ static sq_status linear_dw_dense(sq_ctx *ctx, sq_node *node, sq_tensor *g, sq_te
     int64_t R = node->iarg[0], K = node->iarg[1], M = node->iarg[2];
     if (!x) return sq_fail(ctx, SQ_ERR_STATE, "linear: saved input was released before backward");
     int64_t sh[2] = {M, K};
-    SQ_TRY(sq_tensor_empty(ctx, g->dtype, 2, sh, dw));
-    sq_cpu_gemm(&ctx->stats, g->dtype, 1, 0, M, K, R, 1.0, sq_tensor_data(g), M, sq_tensor_data(x), K,
-                0.0, sq_tensor_data(*dw), K);
-    return SQ_OK;
+    SQ_TRY(sq_new_on(ctx, g, g->dtype, 2, sh, dw));
+    return sq_gemm_on(ctx, sq_tensor_device(g), g->dtype, 1, 0, M, K, R, 1.0, sq_tensor_data(g), M,
+                      sq_tensor_data(x), K, 0.0, sq_tensor_data(*dw), K);
 }
 
 sq_status sq_linear_backward_with(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin,
@@ -121,20 +127,26 @@ sq_status sq_linear_backward_with(sq_ctx *ctx, sq_node *node, sq_tensor *gout, s
     sq_status st = sq_tensor_contiguous_raw(ctx, gout, &g);
     if (st != SQ_OK) return st;
     sq_dtype dt = g->dtype;
+    sq_device dev = sq_tensor_device(g);
     if (node->need[0]) { /* dx = dy W : (R,M)(M,K) — exact, never uses x */
         int nd = node->out_ndim;
         int64_t sh[SQ_MAX_DIMS];
         memcpy(sh, node->out_shape, sizeof sh);
         sh[nd - 1] = K;
-        SQ_CHECK(sq_tensor_empty(ctx, dt, nd, sh, &gin[0]));
-        sq_cpu_gemm(&ctx->stats, dt, 0, 0, R, K, M, 1.0, sq_tensor_data(g), M, sq_tensor_data(w), K,
-                    0.0, sq_tensor_data(gin[0]), K);
+        SQ_CHECK(sq_new_on(ctx, g, dt, nd, sh, &gin[0]));
+        SQ_CHECK(sq_gemm_on(ctx, dev, dt, 0, 0, R, K, M, 1.0, sq_tensor_data(g), M, sq_tensor_data(w), K,
+                            0.0, sq_tensor_data(gin[0]), K));
     }
     if (node->need[1]) {
         SQ_CHECK(dw(ctx, node, g, &gin[1]));
         ctx->stats.weight_grad_gemms++;
     }
-    if (node->n_in > 2 && node->need[2]) { /* db = column sums of dy */
+    if (node->n_in > 2 && node->need[2] && dev == SQ_CUDA) { /* db = column sums of dy */
+        int64_t sh[1] = {M}, xs[3] = {R * M, M, 1};
+        SQ_CHECK(sq_new_on(ctx, g, dt, 1, sh, &gin[2]));
+        SQ_CHECK(sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_SUM, dt, sq_tensor_data(gin[2]), NULL,
+                                    sq_tensor_data(g), 1, R, M, xs));
+    } else if (node->n_in > 2 && node->need[2]) { /* db = column sums of dy */
         int64_t sh[1] = {M};
         SQ_CHECK(sq_tensor_zeros(ctx, dt, 1, sh, &gin[2]));
         if (dt == SQ_F32) {
@@ -171,9 +183,11 @@ sq_status sq_linear_record(sq_ctx *ctx, const char *name, sq_backward_fn bw, sq_
         return sq_fail(ctx, SQ_ERR_SHAPE, "%s: input %s does not match weight %s (need ...xK and MxK)",
                        name, SQ_SHAPE(x, s1), SQ_SHAPE(w, s2));
     int64_t M = w->shape[0], K = w->shape[1], R = sq_tensor_numel(x) / (K ? K : 1);
+    SQ_TRY(sq_need_same_device(ctx, name, "input", x, "weight", w));
     if (b) {
         SQ_TRY(sq_need_float(ctx, name, "bias", b));
         SQ_TRY(sq_need_same_dtype(ctx, name, x, b));
+        SQ_TRY(sq_need_same_device(ctx, name, "input", x, "bias", b));
         if (b->ndim != 1 || b->shape[0] != M)
             return sq_fail(ctx, SQ_ERR_SHAPE, "%s: bias %s does not match weight %s (need %lld)",
                            name, SQ_SHAPE(b, s1), SQ_SHAPE(w, s2), (long long)M);
@@ -185,17 +199,23 @@ sq_status sq_linear_record(sq_ctx *ctx, const char *name, sq_backward_fn bw, sq_
     int64_t sh[SQ_MAX_DIMS];
     memcpy(sh, x->shape, sizeof sh);
     sh[x->ndim - 1] = M;
-    SQ_CHECK(sq_tensor_empty(ctx, x->dtype, x->ndim, sh, &y));
+    SQ_CHECK(sq_new_on(ctx, x, x->dtype, x->ndim, sh, &y));
     double beta = 0.0;
     if (b) { /* broadcast the bias into y, then GEMM accumulates onto it */
         SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
         size_t es = sq_dtype_size(x->dtype);
-        for (int64_t r = 0; r < R; r++)
-            memcpy((char *)sq_tensor_data(y) + r * M * es, sq_tensor_data(bc), (size_t)M * es);
+        if (sq_on_cuda(x)) {
+            int64_t bs[2] = {0, 1}, ysh[2] = {R, M};
+            SQ_CHECK(sq_cuda_copy_strided(ctx, x->dtype, sq_tensor_data(y), NULL, sq_tensor_data(bc), bs,
+                                          2, ysh));
+        } else {
+            for (int64_t r = 0; r < R; r++)
+                memcpy((char *)sq_tensor_data(y) + r * M * es, sq_tensor_data(bc), (size_t)M * es);
+        }
         beta = 1.0;
     }
-    sq_cpu_gemm(&ctx->stats, x->dtype, 0, 1, R, M, K, 1.0, sq_tensor_data(xc), K, sq_tensor_data(wc),
-                K, beta, sq_tensor_data(y), M);
+    SQ_CHECK(sq_gemm_on(ctx, sq_tensor_device(x), x->dtype, 0, 1, R, M, K, 1.0, sq_tensor_data(xc), K,
+                        sq_tensor_data(wc), K, beta, sq_tensor_data(y), M));
     sq_tensor *ins[3] = {x, w, b};
     if (sq_ag_needs_grad(ctx, b ? 3 : 2, ins)) {
         sq_node *n;

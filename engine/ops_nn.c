@@ -192,7 +192,10 @@ static sq_status softmax_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, s
         int64_t D = y->ndim ? y->shape[y->ndim - 1] : 1;
         int64_t R = D ? sq_tensor_numel(y) / D : 0;
         int causal = (int)node->iarg[0], logp = (int)node->iarg[1];
-        if (y->dtype == SQ_F32)
+        if (sq_on_cuda(y))
+            st = sq_cuda_softmax_bwd(ctx, y->dtype, logp, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                     sq_tensor_data(y), R, D, causal);
+        else if (y->dtype == SQ_F32)
             softmax_bwd_f32(sq_tensor_data(gin[0]), sq_tensor_data(g), sq_tensor_data(y), R, D,
                             causal, logp);
         else
@@ -220,7 +223,9 @@ static sq_status softmax_impl(sq_ctx *ctx, const char *name, sq_tensor *x, int c
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
     SQ_CHECK(sq_tensor_empty_like(ctx, x, &y));
-    if (x->dtype == SQ_F32)
+    if (sq_on_cuda(x))
+        SQ_CHECK(sq_cuda_softmax(ctx, x->dtype, logp, sq_tensor_data(y), sq_tensor_data(xc), R, D, causal));
+    else if (x->dtype == SQ_F32)
         softmax_fwd_f32(sq_tensor_data(y), sq_tensor_data(xc), R, D, causal, logp);
     else
         softmax_fwd_f64(sq_tensor_data(y), sq_tensor_data(xc), R, D, causal, logp);
@@ -256,6 +261,16 @@ static sq_status xent_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_t
 {
     sq_tensor *p = node->saved[0], *tg = node->saved[1];
     int64_t N = node->iarg[0], C = node->iarg[1];
+    if (sq_on_cuda(p)) { /* the loss gradient stays on the device: no sync */
+        sq_tensor *g = NULL;
+        SQ_TRY(sq_tensor_contiguous_raw(ctx, gout, &g));
+        sq_status st = sq_tensor_empty_like(ctx, p, &gin[0]);
+        if (st == SQ_OK)
+            st = sq_cuda_cross_entropy_bwd(ctx, p->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                           sq_tensor_data(p), sq_tensor_data(tg), N, C);
+        sq_tensor_release(g);
+        return st;
+    }
     double scale = sq_tensor_get_flat(gout, 0) / (double)N; /* gout is one element */
     SQ_TRY(sq_tensor_empty_like(ctx, p, &gin[0]));
     if (p->dtype == SQ_F32)
@@ -279,8 +294,21 @@ sq_status sq_cross_entropy(sq_ctx *ctx, sq_tensor *logits, sq_tensor *targets, s
     if (C < 1)
         return sq_fail(ctx, SQ_ERR_SHAPE, "cross_entropy: logits %s have no classes",
                        SQ_SHAPE(logits, s1));
+    SQ_TRY(sq_need_same_device(ctx, "cross_entropy", "logits", logits, "targets", targets));
     sq_tensor *xc = NULL, *tc = NULL, *p = NULL, *loss = NULL;
     sq_status st;
+    if (sq_on_cuda(logits)) {
+        /* targets are checked on the device: a bad one makes the loss NaN and
+         * is reported by the next synchronisation (item(), tolist(), sync) */
+        int grad = sq_ag_needs_grad(ctx, 1, &logits);
+        SQ_CHECK(sq_index_i64(ctx, targets, &tc));
+        SQ_CHECK(sq_tensor_contiguous_raw(ctx, logits, &xc));
+        if (grad) SQ_CHECK(sq_tensor_empty_like(ctx, logits, &p));
+        SQ_CHECK(sq_new_on(ctx, logits, logits->dtype, 0, NULL, &loss));
+        SQ_CHECK(sq_cuda_cross_entropy(ctx, logits->dtype, sq_tensor_data(loss), opt_data(p),
+                                       sq_tensor_data(xc), sq_tensor_data(tc), N, C));
+        goto record;
+    }
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, targets, &tc));
     for (int64_t r = 0; r < N; r++) {
         int64_t t = sq_index_at(tc, r);
@@ -297,7 +325,8 @@ sq_status sq_cross_entropy(sq_ctx *ctx, sq_tensor *logits, sq_tensor *targets, s
     double sum = logits->dtype == SQ_F32 ? xent_fwd_f32(opt_data(p), sq_tensor_data(xc), tc, N, C)
                                          : xent_fwd_f64(opt_data(p), sq_tensor_data(xc), tc, N, C);
     sq_tensor_set_flat(loss, 0, sum / (double)N); /* N == 0 gives NaN, like mean */
-    if (grad) {
+record:
+    if (p) {
         sq_node *n;
         SQ_CHECK(sq_ag_attach(ctx, loss, "cross_entropy", xent_backward, 1, &logits, &n));
         sq_node_save(n, p);
@@ -329,6 +358,16 @@ static sq_status layer_norm_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
     sq_dtype dt = g->dtype;
+    if (sq_on_cuda(g)) { /* every output written whole */
+        if (want_dx) SQ_CHECK(sq_new_on(ctx, g, dt, node->out_ndim, node->out_shape, &gin[0]));
+        if (want_dw) SQ_CHECK(sq_new_on(ctx, g, dt, 1, &D, &gin[1]));
+        if (want_db) SQ_CHECK(sq_new_on(ctx, g, dt, 1, &D, &gin[2]));
+        SQ_CHECK(sq_cuda_layer_norm_bwd(ctx, dt, want_dx ? sq_tensor_data(gin[0]) : NULL,
+                                        want_dw ? sq_tensor_data(gin[1]) : NULL,
+                                        want_db ? sq_tensor_data(gin[2]) : NULL, sq_tensor_data(g),
+                                        opt_data(xhat), opt_data(rstd), opt_data(w), R, D));
+        goto done;
+    }
     if (want_dx) SQ_CHECK(sq_tensor_empty(ctx, dt, node->out_ndim, node->out_shape, &gin[0]));
     if (want_dw) SQ_CHECK(sq_tensor_zeros(ctx, dt, 1, &D, &gin[1]));
     if (want_db) SQ_CHECK(sq_tensor_zeros(ctx, dt, 1, &D, &gin[2]));
@@ -352,6 +391,7 @@ static sq_status need_channel_param(sq_ctx *ctx, const char *op, const char *wha
     char s1[64], s2[64];
     SQ_TRY(sq_need_float(ctx, op, what, p));
     SQ_TRY(sq_need_same_dtype(ctx, op, x, p));
+    SQ_TRY(sq_need_same_device(ctx, op, "input", x, what, p));
     if (p->ndim != 1 || p->shape[0] != x->shape[x->ndim - 1])
         return sq_fail(ctx, SQ_ERR_SHAPE, "%s: %s %s does not match input %s (need %lld)", op, what,
                        SQ_SHAPE(p, s1), SQ_SHAPE(x, s2), (long long)x->shape[x->ndim - 1]);
@@ -384,9 +424,12 @@ sq_status sq_layer_norm(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b, d
     /* xhat feeds dx and dw; 1/std and w feed dx only */
     int save_xhat = grad && (x->requires_grad || (w && w->requires_grad));
     int save_dx = grad && x->requires_grad;
-    if (save_xhat) SQ_CHECK(sq_tensor_empty(ctx, x->dtype, 2, (int64_t[]){R, D}, &xhat));
-    if (save_dx) SQ_CHECK(sq_tensor_empty(ctx, x->dtype, 1, &R, &rstd));
-    if (x->dtype == SQ_F32)
+    if (save_xhat) SQ_CHECK(sq_new_on(ctx, x, x->dtype, 2, (int64_t[]){R, D}, &xhat));
+    if (save_dx) SQ_CHECK(sq_new_on(ctx, x, x->dtype, 1, &R, &rstd));
+    if (sq_on_cuda(x))
+        SQ_CHECK(sq_cuda_layer_norm(ctx, x->dtype, sq_tensor_data(y), opt_data(xhat), opt_data(rstd),
+                                    sq_tensor_data(xc), opt_data(wc), opt_data(bc), R, D, eps));
+    else if (x->dtype == SQ_F32)
         ln_fwd_f32(sq_tensor_data(y), opt_data(xhat), opt_data(rstd), sq_tensor_data(xc),
                    opt_data(wc), opt_data(bc), R, D, eps);
     else
@@ -450,6 +493,15 @@ static sq_status affine_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
     sq_dtype dt = g->dtype;
+    if (sq_on_cuda(g)) { /* every output written whole */
+        if (node->need[0]) SQ_CHECK(sq_new_on(ctx, g, dt, node->out_ndim, node->out_shape, &gin[0]));
+        if (node->need[1]) SQ_CHECK(sq_new_on(ctx, g, dt, 1, &D, &gin[1]));
+        if (n_in > 2 && node->need[2]) SQ_CHECK(sq_new_on(ctx, g, dt, 1, &D, &gin[2]));
+        SQ_CHECK(sq_cuda_affine_bwd(ctx, dt, opt_data(gin[0]), opt_data(gin[1]),
+                                    n_in > 2 ? opt_data(gin[2]) : NULL, sq_tensor_data(g), opt_data(x),
+                                    opt_data(alpha), R, D));
+        goto done;
+    }
     if (node->need[0]) SQ_CHECK(sq_tensor_empty(ctx, dt, node->out_ndim, node->out_shape, &gin[0]));
     if (node->need[1]) SQ_CHECK(sq_tensor_zeros(ctx, dt, 1, &D, &gin[1]));
     if (n_in > 2 && node->need[2]) SQ_CHECK(sq_tensor_zeros(ctx, dt, 1, &D, &gin[2]));
@@ -478,7 +530,10 @@ sq_status sq_affine(sq_ctx *ctx, sq_tensor *x, sq_tensor *alpha, sq_tensor *beta
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, alpha, &ac));
     if (beta) SQ_CHECK(sq_tensor_contiguous_raw(ctx, beta, &bc));
     SQ_CHECK(sq_tensor_empty_like(ctx, x, &y));
-    if (x->dtype == SQ_F32) AFFINE_FWD(float);
+    if (sq_on_cuda(x))
+        SQ_CHECK(sq_cuda_affine(ctx, x->dtype, sq_tensor_data(y), sq_tensor_data(xc), sq_tensor_data(ac),
+                                opt_data(bc), R, D));
+    else if (x->dtype == SQ_F32) AFFINE_FWD(float);
     else AFFINE_FWD(double);
     if (sq_ag_needs_grad(ctx, n_in, ins)) {
         sq_node *n;
@@ -507,8 +562,11 @@ static sq_status embedding_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout,
     int64_t V = node->iarg[0], D = node->iarg[1], n = sq_tensor_numel(idx);
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
-    SQ_CHECK(sq_tensor_zeros(ctx, g->dtype, 2, (int64_t[]){V, D}, &gin[0]));
-    if (g->dtype == SQ_F32) {
+    SQ_CHECK(sq_zeros_on(ctx, g, g->dtype, 2, (int64_t[]){V, D}, &gin[0]));
+    if (sq_on_cuda(g)) {
+        SQ_CHECK(sq_cuda_embedding_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                       sq_tensor_data(idx), n, V, D));
+    } else if (g->dtype == SQ_F32) {
         const float *gp = sq_tensor_data(g);
         float *dw = sq_tensor_data(gin[0]);
         for (int64_t i = 0; i < n; i++) {
@@ -540,8 +598,22 @@ sq_status sq_embedding(sq_ctx *ctx, sq_tensor *idx, sq_tensor *w, sq_tensor **ou
         return sq_fail(ctx, SQ_ERR_SHAPE, "embedding: indices %s have too many dims (max %d)",
                        SQ_SHAPE(idx, s1), SQ_MAX_DIMS - 1);
     int64_t V = w->shape[0], D = w->shape[1], n = sq_tensor_numel(idx);
+    SQ_TRY(sq_need_same_device(ctx, "embedding", "indices", idx, "weight", w));
     sq_tensor *ic = NULL, *wc = NULL, *y = NULL;
     sq_status st;
+    if (sq_on_cuda(w)) {
+        /* indices are checked on the device: a bad one gives a NaN row and is
+         * reported by the next synchronisation */
+        int64_t sh[SQ_MAX_DIMS];
+        memcpy(sh, idx->shape, (size_t)idx->ndim * sizeof *sh);
+        sh[idx->ndim] = D;
+        SQ_CHECK(sq_index_i64(ctx, idx, &ic));
+        SQ_CHECK(sq_tensor_contiguous_raw(ctx, w, &wc));
+        SQ_CHECK(sq_new_on(ctx, w, w->dtype, idx->ndim + 1, sh, &y));
+        SQ_CHECK(sq_cuda_embedding(ctx, w->dtype, sq_tensor_data(y), sq_tensor_data(ic),
+                                   sq_tensor_data(wc), n, V, D));
+        goto record;
+    }
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, idx, &ic));
     for (int64_t i = 0; i < n; i++) {
         int64_t v = sq_index_at(ic, i);
@@ -562,6 +634,7 @@ sq_status sq_embedding(sq_ctx *ctx, sq_tensor *idx, sq_tensor *w, sq_tensor **ou
     char *dst = sq_tensor_data(y);
     for (int64_t i = 0; i < n && row; i++)
         memcpy(dst + (size_t)i * row, src + (size_t)sq_index_at(ic, i) * row, row);
+record:
     if (sq_ag_needs_grad(ctx, 1, &w)) {
         sq_node *nd;
         SQ_CHECK(sq_ag_attach(ctx, y, "embedding", embedding_backward, 1, &w, &nd));
@@ -594,12 +667,20 @@ static void mul_into(sq_dtype dt, void *out, const void *a, const void *b, int64
     }
 }
 
-/* saved[0] = mask, already scaled: 0 or 1/(1-p) */
+/* saved[0] = mask, already scaled: 0 or 1/(1-p).  On the GPU the mask is
+ * one byte per element (0/1) from Philox, held in an int32 tensor of
+ * ceil(n/4) elements; darg[0] = p, iarg[0] = n. */
 static sq_status dropout_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_tensor **gin)
 {
     sq_tensor *mask = node->saved[0], *g = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, gout, &g));
+    if (sq_on_cuda(mask)) {
+        SQ_CHECK(sq_tensor_empty_like(ctx, g, &gin[0]));
+        SQ_CHECK(sq_cuda_dropout_bwd(ctx, g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g),
+                                     (const uint8_t *)sq_tensor_data(mask), node->iarg[0], node->darg[0]));
+        goto done;
+    }
     SQ_CHECK(sq_tensor_empty_like(ctx, mask, &gin[0]));
     mul_into(g->dtype, sq_tensor_data(gin[0]), sq_tensor_data(g), sq_tensor_data(mask),
              sq_tensor_numel(mask));
@@ -622,6 +703,23 @@ sq_status sq_dropout(sq_ctx *ctx, sq_tensor *x, double p, int training, sq_tenso
     sq_tensor *xc = NULL, *mask = NULL, *y = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, x, &xc));
+    if (sq_on_cuda(x)) { /* seeded Philox on the device (sq_cuda_rng_seed) */
+        int64_t n = sq_tensor_numel(x), words = (n + 3) / 4;
+        SQ_CHECK(sq_new_on(ctx, x, SQ_I32, 1, &words, &mask));
+        SQ_CHECK(sq_tensor_empty_like(ctx, x, &y));
+        SQ_CHECK(sq_cuda_dropout(ctx, x->dtype, sq_tensor_data(y), (uint8_t *)sq_tensor_data(mask),
+                                 sq_tensor_data(xc), n, p));
+        if (sq_ag_needs_grad(ctx, 1, &x)) {
+            sq_node *nd;
+            SQ_CHECK(sq_ag_attach(ctx, y, "dropout", dropout_backward, 1, &x, &nd));
+            sq_node_save(nd, mask);
+            nd->iarg[0] = n;
+            nd->darg[0] = p;
+        }
+        *out = y;
+        y = NULL;
+        goto done;
+    }
     SQ_CHECK(sq_tensor_empty_like(ctx, x, &mask));
     SQ_CHECK(sq_tensor_empty_like(ctx, x, &y));
     int64_t n = sq_tensor_numel(x);

@@ -63,7 +63,9 @@ static sq_status sum_impl(sq_ctx *ctx, const char *name, sq_tensor *t, int dim, 
     reduced_shape(t, dim, keepdim, &nd, shape);
     sq_tensor *c, *o;
     SQ_TRY(sq_tensor_contiguous_raw(ctx, t, &c));
-    sq_status st = sq_tensor_zeros(ctx, t->dtype, nd, shape, &o);
+    /* the GPU reduction writes every output; the CPU loops accumulate into zeros */
+    sq_status st = sq_on_cuda(t) ? sq_new_on(ctx, t, t->dtype, nd, shape, &o)
+                                 : sq_tensor_zeros(ctx, t->dtype, nd, shape, &o);
     if (st != SQ_OK) {
         sq_tensor_release(c);
         return st;
@@ -71,7 +73,19 @@ static sq_status sum_impl(sq_ctx *ctx, const char *name, sq_tensor *t, int dim, 
     red_geom g = dim == SQ_ALL_DIMS ? (red_geom){1, sq_tensor_numel(t), 1} : geom_of(t, dim);
     double scale = mean ? 1.0 / (double)(g.len ? g.len : 1) : 1.0;
     if (mean && g.len == 0) scale = NAN;
-    if (t->dtype == SQ_F32) {
+    if (sq_on_cuda(t)) {
+        sq_cuda_red op = mean ? SQ_CUDA_RED_MEAN : SQ_CUDA_RED_SUM;
+        int64_t xs[3] = {g.len * g.inner, g.inner, 1};
+        st = dim == SQ_ALL_DIMS
+                 ? sq_cuda_reduce_all(ctx, op, t->dtype, sq_tensor_data(o), NULL, sq_tensor_data(c), g.len)
+                 : sq_cuda_reduce_dim(ctx, op, t->dtype, sq_tensor_data(o), NULL, sq_tensor_data(c),
+                                      g.outer, g.len, g.inner, xs);
+        if (st != SQ_OK) {
+            sq_tensor_release(c);
+            sq_tensor_release(o);
+            return st;
+        }
+    } else if (t->dtype == SQ_F32) {
         const float *p = sq_tensor_data(c);
         float *q = sq_tensor_data(o);
         for (int64_t a = 0; a < g.outer; a++)
@@ -118,7 +132,21 @@ sq_status sq_mean(sq_ctx *ctx, sq_tensor *t, int dim, int keepdim, sq_tensor **o
 static sq_status argmax_raw(sq_ctx *ctx, sq_tensor *c, red_geom g, int nd, const int64_t *shape,
                             sq_tensor **idx)
 {
-    SQ_TRY(sq_tensor_empty(ctx, SQ_I64, nd, shape, idx));
+    SQ_TRY(sq_new_on(ctx, c, SQ_I64, nd, shape, idx));
+    if (sq_on_cuda(c)) { /* the values come along; a scratch tensor takes them */
+        sq_tensor *v = NULL;
+        int64_t xs[3] = {g.len * g.inner, g.inner, 1};
+        sq_status st = sq_tensor_empty_dev(ctx, SQ_CUDA, c->dtype, nd, shape, SQ_MEM_WORKSPACE, &v);
+        if (st == SQ_OK)
+            st = sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_MAX, c->dtype, sq_tensor_data(v), sq_tensor_data(*idx),
+                                    sq_tensor_data(c), g.outer, g.len, g.inner, xs);
+        sq_tensor_release(v);
+        if (st != SQ_OK) {
+            sq_tensor_release(*idx);
+            *idx = NULL;
+        }
+        return st;
+    }
     int64_t *ip = sq_tensor_data(*idx);
     for (int64_t a = 0; a < g.outer; a++)
         for (int64_t i = 0; i < g.inner; i++) {
@@ -147,6 +175,14 @@ static sq_status max_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq_te
     red_geom g = {node->iarg[1], node->iarg[2], node->iarg[3]};
     sq_tensor *gc, *idx = node->saved[0];
     SQ_TRY(sq_tensor_contiguous_raw(ctx, gout, &gc));
+    if (sq_on_cuda(gc)) { /* dx written whole: dy at the argmax, 0 elsewhere */
+        sq_status st = sq_new_on(ctx, gc, gout->dtype, nd, in_shape, &gin[0]);
+        if (st == SQ_OK)
+            st = sq_cuda_reduce_dim_bwd(ctx, SQ_CUDA_RED_MAX, gc->dtype, sq_tensor_data(gin[0]),
+                                        sq_tensor_data(gc), sq_tensor_data(idx), g.outer, g.len, g.inner);
+        sq_tensor_release(gc);
+        return st;
+    }
     sq_status st = sq_tensor_zeros(ctx, gout->dtype, nd, in_shape, &gin[0]);
     if (st == SQ_OK) {
         const int64_t *ip = sq_tensor_data(idx);
@@ -176,6 +212,14 @@ sq_status sq_max(sq_ctx *ctx, sq_tensor *t, int dim, int keepdim, sq_tensor **ou
     sq_tensor *c = NULL, *idx = NULL, *o = NULL;
     sq_status st;
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, t, &c));
+    if (sq_on_cuda(t)) { /* values and positions in one pass */
+        int64_t xs[3] = {g.len * g.inner, g.inner, 1};
+        SQ_CHECK(sq_new_on(ctx, t, SQ_I64, nd, shape, &idx));
+        SQ_CHECK(sq_new_on(ctx, t, t->dtype, nd, shape, &o));
+        SQ_CHECK(sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_MAX, t->dtype, sq_tensor_data(o), sq_tensor_data(idx),
+                                    sq_tensor_data(c), g.outer, g.len, g.inner, xs));
+        goto record;
+    }
     SQ_CHECK(argmax_raw(ctx, c, g, nd, shape, &idx));
     SQ_CHECK(sq_tensor_empty(ctx, t->dtype, nd, shape, &o));
     const int64_t *ip = sq_tensor_data(idx);
@@ -185,6 +229,7 @@ sq_status sq_max(sq_ctx *ctx, sq_tensor *t, int dim, int keepdim, sq_tensor **ou
             if (t->dtype == SQ_F32) ((float *)sq_tensor_data(o))[k] = ((const float *)sq_tensor_data(c))[off];
             else ((double *)sq_tensor_data(o))[k] = ((const double *)sq_tensor_data(c))[off];
         }
+record:
     if (sq_ag_needs_grad(ctx, 1, &t)) {
         sq_node *node;
         SQ_CHECK(sq_ag_attach(ctx, o, "max", max_backward, 1, &t, &node));

@@ -147,7 +147,7 @@ static sq_status narrow_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     int nd = gout->ndim;
     sq_tensor *g = NULL, *slice = NULL;
     sq_status st;
-    SQ_CHECK(sq_tensor_zeros(ctx, gout->dtype, nd, in_shape, &g));
+    SQ_CHECK(sq_zeros_on(ctx, gout, gout->dtype, nd, in_shape, &g));
     int64_t shape[SQ_MAX_DIMS];
     memcpy(shape, g->shape, sizeof shape);
     shape[dim] = gout->shape[dim];

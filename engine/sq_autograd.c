@@ -1,5 +1,6 @@
 /* sq_autograd.c — graph construction, backward traversal, graph release. */
 #include "sq_autograd.h"
+#include "cuda/sq_cuda_kernels.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,28 @@ static sq_status add_into(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
     if (n != sq_tensor_numel(src))
         return sq_fail(ctx, SQ_ERR_SHAPE, "autograd: gradient of %lld elements where %lld expected",
                        (long long)sq_tensor_numel(src), (long long)n);
+    if (sq_tensor_device(dst) != sq_tensor_device(src))
+        return sq_fail(ctx, SQ_ERR_DEVICE, "autograd: a gradient on %s for a tensor on %s",
+                       sq_device_name(sq_tensor_device(src)), sq_device_name(sq_tensor_device(dst)));
+    if (sq_tensor_device(dst) == SQ_CUDA) { /* dst = dst + src in place, src through its strides */
+        if (dst->dtype != src->dtype || !sq_is_float(dst->dtype))
+            return sq_fail(ctx, SQ_ERR_DTYPE, "autograd: gradient of %s for a %s tensor",
+                           sq_dtype_name(src->dtype), sq_dtype_name(dst->dtype));
+        const sq_tensor *s2 = src;
+        sq_tensor *view = NULL;
+        if (!sq_shape_equal(dst, src)) { /* same numel, other shape: view src as dst (contiguous) */
+            sq_tensor *c = NULL;
+            SQ_TRY(sq_tensor_contiguous_raw(ctx, (sq_tensor *)src, &c));
+            sq_status vs = sq_view_raw(ctx, c, dst->ndim, dst->shape, dst->stride, c->offset, &view);
+            sq_tensor_release(c);
+            if (vs != SQ_OK) return vs;
+            s2 = view;
+        }
+        sq_status st = sq_cuda_binary(ctx, SQ_BIN_ADD, dst->dtype, sq_tensor_data(dst), sq_tensor_data(dst),
+                                      dst->stride, sq_tensor_data(s2), s2->stride, dst->ndim, dst->shape);
+        sq_tensor_release(view);
+        return st;
+    }
     if (dst->dtype == src->dtype && sq_tensor_is_contiguous(src)) {
         if (dst->dtype == SQ_F32) {
             float *d = sq_tensor_data(dst);
@@ -187,7 +210,7 @@ static sq_status accumulate(sq_ctx *ctx, sq_tensor **slot, sq_tensor *g, sq_mem_
             return SQ_OK;
         }
         sq_tensor *c;
-        st = sq_tensor_empty_cat(ctx, g->dtype, g->ndim, g->shape, cat, &c);
+        st = sq_tensor_empty_dev(ctx, sq_tensor_device(g), g->dtype, g->ndim, g->shape, cat, &c);
         if (st == SQ_OK) st = sq_tensor_copy_(ctx, c, g);
         if (st == SQ_OK) *slot = c;
         else sq_tensor_release(c);
@@ -232,9 +255,13 @@ sq_status sq_backward(sq_ctx *ctx, sq_tensor *root, sq_tensor *grad)
     if (grad && sq_tensor_numel(grad) != sq_tensor_numel(root))
         return sq_fail(ctx, SQ_ERR_SHAPE, "backward: gradient has %lld elements, output has %lld",
                        (long long)sq_tensor_numel(grad), (long long)sq_tensor_numel(root));
+    if (grad && sq_tensor_device(grad) != sq_tensor_device(root))
+        return sq_fail(ctx, SQ_ERR_DEVICE, "backward: the gradient is on %s, the output on %s",
+                       sq_device_name(sq_tensor_device(grad)), sq_device_name(sq_tensor_device(root)));
     sq_tensor *g0;
     sq_status st = grad ? sq_tensor_clone(ctx, grad, &g0)
-                        : sq_tensor_full(ctx, root->dtype, root->ndim, root->shape, 1.0, &g0);
+                        : sq_tensor_full_dev(ctx, sq_tensor_device(root), root->dtype, root->ndim,
+                                             root->shape, 1.0, &g0);
     if (st != SQ_OK) return st;
     if (!root->grad_fn) { /* a leaf: its gradient is the seed */
         return accumulate(ctx, &root->grad, g0, SQ_MEM_GRAD);
@@ -331,7 +358,9 @@ sq_status sq_ag_unbroadcast(sq_ctx *ctx, sq_tensor *g, int ndim, const int64_t *
         return SQ_OK;
     }
     sq_tensor *r;
-    sq_status st = sq_tensor_zeros(ctx, g->dtype, ndim, shape, &r);
+    sq_status st = sq_tensor_device(g) == SQ_CUDA
+                       ? sq_tensor_empty_dev(ctx, SQ_CUDA, g->dtype, ndim, shape, SQ_MEM_OTHER, &r)
+                       : sq_tensor_zeros(ctx, g->dtype, ndim, shape, &r);
     if (st != SQ_OK) return st;
     /* map every element of g onto r: broadcast dims of r have stride 0 */
     int nd = g->ndim;
@@ -339,6 +368,19 @@ sq_status sq_ag_unbroadcast(sq_ctx *ctx, sq_tensor *g, int ndim, const int64_t *
     for (int i = 0; i < nd; i++) {
         int ir = ndim - nd + i;
         rstride[i] = (ir >= 0 && shape[ir] != 1) ? r->stride[ir] : 0;
+    }
+    if (sq_tensor_device(g) == SQ_CUDA) { /* sums over the zero-stride dims, every output written */
+        sq_tensor *gc = NULL;
+        st = sq_tensor_contiguous_raw(ctx, g, &gc);
+        if (st == SQ_OK)
+            st = sq_cuda_sum_to(ctx, g->dtype, sq_tensor_data(r), rstride, sq_tensor_data(gc), nd, g->shape);
+        sq_tensor_release(gc);
+        if (st != SQ_OK) {
+            sq_tensor_release(r);
+            return st;
+        }
+        *out = r;
+        return SQ_OK;
     }
     int64_t total = sq_tensor_numel(g), idx[SQ_MAX_DIMS] = {0};
     for (int64_t k = 0; k < total; k++) {

@@ -44,6 +44,9 @@ typedef struct {
     int64_t peak[SQ_NDEVICE][SQ_MEM_NCAT];
     int64_t total_cur[SQ_NDEVICE];
     int64_t total_peak[SQ_NDEVICE];
+    /* cumulative bytes of storages created on each device (never decreases;
+     * the Lua layer reads it to collect dead tensors under device pressure) */
+    int64_t allocated[SQ_NDEVICE];
 } sq_mem;
 
 /* Work counters: prove that skipped work was skipped. */
@@ -64,9 +67,16 @@ typedef struct sq_ctx {
     int grad_enabled;      /* 0 inside no_grad */
     int num_threads;       /* BLAS threads requested (0 = library default) */
     /* The CUDA backend's state (stream, cuBLAS handle, RNG, allocator cache;
-     * kernels/cuda/sq_cuda.h).  NULL until sq_cuda_init; owned by the ctx,
-     * released by sq_cuda_free.  Always NULL in CPU-only builds. */
+     * kernels/cuda/sq_cuda.h).  NULL until sq_cuda_init -- which the first
+     * CUDA allocation calls (sq_device_alloc), so a CPU-only run never
+     * touches the driver; owned by the ctx, released by sq_cuda_free
+     * (sq_device_release_all).  Always NULL in CPU-only builds. */
     struct sq_cuda_ctx *cuda;
+    /* CUDA options, valid before the backend exists: the GPU the lazy init
+     * picks, and whether float32 GEMMs may use TF32 tensor cores (default 0:
+     * exact float32; a run that turns it on records it). */
+    int cuda_device;
+    int cuda_tf32;
 } sq_ctx;
 
 /* ctx: caller owns; sq_ctx_init fills a caller-provided struct. */

@@ -1,25 +1,32 @@
 /* sq_device.c — raw memory of each device: the CPU heap, and the CUDA
- * backend's caching allocator in builds that have it (SQ_HAVE_CUDA). */
+ * backend's caching allocator (kernels/cuda/sq_cuda.h; in CPU-only builds
+ * its stand-in answers every call with "no CUDA backend in this build"). */
 #include "sq_device.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-#ifdef SQ_HAVE_CUDA
 #include "cuda/sq_cuda.h"
-#endif
+
+sq_status sq_device_ensure(sq_ctx *ctx, sq_device dev)
+{
+    if (dev == SQ_CPU) return SQ_OK;
+    if (dev != SQ_CUDA) return sq_fail(ctx, SQ_ERR_DEVICE, "unknown device %d", (int)dev);
+    if (ctx->cuda) return SQ_OK;
+    return sq_cuda_init(ctx, ctx->cuda_device);
+}
+
+void sq_device_release_all(sq_ctx *ctx)
+{
+    if (ctx && ctx->cuda) sq_cuda_free(ctx);
+}
 
 sq_status sq_device_alloc(sq_ctx *ctx, sq_device dev, size_t nbytes, void **out)
 {
     *out = NULL;
     if (dev == SQ_CUDA) {
-#ifdef SQ_HAVE_CUDA
-        if (!ctx->cuda)
-            return sq_fail(ctx, SQ_ERR_DEVICE,
-                           "device cuda: the CUDA backend is not initialised in this context (sq_cuda_init)");
+        SQ_TRY(sq_device_ensure(ctx, dev));
         return sq_cuda_alloc(ctx, nbytes, out);
-#else
-        return sq_fail(ctx, SQ_ERR_DEVICE, "device %s is not available in this build", sq_device_name(dev));
-#endif
     }
     if (dev != SQ_CPU)
         return sq_fail(ctx, SQ_ERR_DEVICE, "device %s is not available in this build", sq_device_name(dev));
@@ -34,9 +41,7 @@ sq_status sq_device_alloc(sq_ctx *ctx, sq_device dev, size_t nbytes, void **out)
 void sq_device_free(sq_ctx *ctx, sq_device dev, void *p)
 {
     if (dev == SQ_CUDA) {
-#ifdef SQ_HAVE_CUDA
         sq_cuda_free_block(ctx, p);
-#endif
         return;
     }
     free(p);
@@ -44,8 +49,34 @@ void sq_device_free(sq_ctx *ctx, sq_device dev, void *p)
 
 int sq_device_available(sq_device dev)
 {
-#ifdef SQ_HAVE_CUDA
     if (dev == SQ_CUDA) return sq_cuda_available();
-#endif
     return dev == SQ_CPU;
+}
+
+sq_status sq_device_copy(sq_ctx *ctx, sq_device dst_dev, void *dst, sq_device src_dev,
+                         const void *src, size_t nbytes)
+{
+    if (nbytes == 0) return SQ_OK;
+    if (dst_dev == SQ_CPU && src_dev == SQ_CPU) {
+        memcpy(dst, src, nbytes);
+        return SQ_OK;
+    }
+    SQ_TRY(sq_device_ensure(ctx, SQ_CUDA));
+    if (dst_dev == SQ_CUDA && src_dev == SQ_CPU) return sq_cuda_copy_h2d(ctx, dst, src, nbytes);
+    if (dst_dev == SQ_CPU && src_dev == SQ_CUDA) return sq_cuda_copy_d2h(ctx, dst, src, nbytes);
+    return sq_cuda_copy_d2d(ctx, dst, src, nbytes);
+}
+
+sq_status sq_device_sync(sq_ctx *ctx, sq_device dev)
+{
+    if (dev != SQ_CUDA || !ctx->cuda) return SQ_OK;
+    return sq_cuda_sync(ctx);
+}
+
+int sq_device_parse(const char *name)
+{
+    if (!name) return -1;
+    if (strcmp(name, "cpu") == 0) return SQ_CPU;
+    if (strcmp(name, "cuda") == 0 || strcmp(name, "cuda:0") == 0 || strcmp(name, "gpu") == 0) return SQ_CUDA;
+    return -1;
 }

@@ -1,6 +1,7 @@
 /* sq_optim.c — SGD and AdamW updates over contiguous float32/float64
  * parameters, with lazily allocated per-parameter state (SQ_MEM_OPTIM). */
 #include "sq_optim.h"
+#include "cuda/sq_cuda_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -61,9 +62,8 @@ static sq_status optim_new(sq_ctx *ctx, const char *name, sq_optim_kind kind, in
         if (!sq_is_float(p->dtype))
             return sq_fail(ctx, SQ_ERR_DTYPE, "%s: parameter %d must be float32 or float64, got %s", name,
                            i + 1, sq_dtype_name(p->dtype));
-        if (p->storage->device != SQ_CPU)
-            return sq_fail(ctx, SQ_ERR_DEVICE, "%s: parameter %d is on %s; the optimizer runs on the cpu",
-                           name, i + 1, sq_device_name(p->storage->device));
+        if (p->storage->device != SQ_CPU && p->storage->device != SQ_CUDA)
+            return sq_fail(ctx, SQ_ERR_DEVICE, "%s: parameter %d is on an unknown device", name, i + 1);
         if (!sq_tensor_is_contiguous(p))
             return sq_fail(ctx, SQ_ERR_ARG, "%s: parameter %d (%s) is not contiguous", name, i + 1,
                            sq_shape_str(p, b, sizeof b));
@@ -221,11 +221,20 @@ static void adamw_f64(int64_t n, double *restrict p, const double *restrict g, d
 
 static int trainable(const sq_tensor *p) { return p->requires_grad && p->grad; }
 
+/* Zeroed state on the parameter's device, charged to OPTIM. */
 static sq_status new_state(sq_ctx *ctx, const sq_tensor *p, sq_tensor **slot)
 {
-    SQ_TRY(sq_tensor_empty_cat(ctx, p->dtype, p->ndim, p->shape, SQ_MEM_OPTIM, slot));
-    memset((*slot)->storage->data, 0, (*slot)->storage->nbytes);
-    return SQ_OK;
+    SQ_TRY(sq_tensor_empty_dev(ctx, sq_tensor_device(p), p->dtype, p->ndim, p->shape, SQ_MEM_OPTIM, slot));
+    if (sq_tensor_device(p) == SQ_CPU) {
+        memset((*slot)->storage->data, 0, (*slot)->storage->nbytes);
+        return SQ_OK;
+    }
+    sq_status st = sq_tensor_fill_(ctx, *slot, 0.0);
+    if (st != SQ_OK) {
+        sq_tensor_release(*slot);
+        *slot = NULL;
+    }
+    return st;
 }
 
 sq_status sq_optim_step(sq_ctx *ctx, sq_optim *opt)
@@ -243,9 +252,9 @@ sq_status sq_optim_step(sq_ctx *ctx, sq_optim *opt)
             return sq_fail(ctx, SQ_ERR_STATE, "%s: parameter %d (%s) has a gradient of shape %s%s", name,
                            i + 1, sq_shape_str(p, a, sizeof a), sq_shape_str(g, b, sizeof b),
                            sq_tensor_is_contiguous(g) ? "" : " that is not contiguous");
-        if (g->storage->device != SQ_CPU)
-            return sq_fail(ctx, SQ_ERR_DEVICE, "%s: the gradient of parameter %d is on %s", name, i + 1,
-                           sq_device_name(g->storage->device));
+        if (g->storage->device != p->storage->device)
+            return sq_fail(ctx, SQ_ERR_DEVICE, "%s: parameter %d is on %s but its gradient is on %s", name,
+                           i + 1, sq_device_name(p->storage->device), sq_device_name(g->storage->device));
     }
     opt->calls++;
     for (int i = 0; i < opt->n; i++) {
@@ -261,7 +270,11 @@ sq_status sq_optim_step(sq_ctx *ctx, sq_optim *opt)
                 first = 1;
             }
             void *buf = opt->state0[i] ? sq_tensor_data(opt->state0[i]) : NULL;
-            if (p->dtype == SQ_F32) sgd_f32(n, pd, gd, buf, first, &opt->sgd);
+            const sq_sgd_cfg *c = &opt->sgd;
+            if (sq_tensor_device(p) == SQ_CUDA)
+                SQ_TRY(sq_cuda_sgd_step(ctx, p->dtype, pd, buf, gd, n, c->lr, c->momentum, c->dampening,
+                                        c->weight_decay, c->nesterov, first));
+            else if (p->dtype == SQ_F32) sgd_f32(n, pd, gd, buf, first, &opt->sgd);
             else sgd_f64(n, pd, gd, buf, first, &opt->sgd);
         } else {
             if (!opt->state0[i]) SQ_TRY(new_state(ctx, p, &opt->state0[i]));
@@ -272,7 +285,10 @@ sq_status sq_optim_step(sq_ctx *ctx, sq_optim *opt)
             double step = c->lr / (1.0 - pow(c->beta1, t));
             double rbc2 = 1.0 / sqrt(1.0 - pow(c->beta2, t));
             void *m = sq_tensor_data(opt->state0[i]), *v = sq_tensor_data(opt->state1[i]);
-            if (p->dtype == SQ_F32) adamw_f32(n, pd, gd, m, v, c, decay, step, rbc2);
+            if (sq_tensor_device(p) == SQ_CUDA)
+                SQ_TRY(sq_cuda_adamw_step(ctx, p->dtype, pd, m, v, gd, n, c->lr, c->beta1, c->beta2, c->eps,
+                                          c->weight_decay, opt->steps[i] + 1));
+            else if (p->dtype == SQ_F32) adamw_f32(n, pd, gd, m, v, c, decay, step, rbc2);
             else adamw_f64(n, pd, gd, m, v, c, decay, step, rbc2);
         }
         opt->steps[i]++;

@@ -60,7 +60,7 @@ typedef struct sq_optim {
 } sq_optim;
 
 /* Creates an optimizer over params[0..n) (each retained; float32/float64,
- * contiguous, cpu; no parameter listed twice).  *out: caller owns, free with
+ * contiguous, on the cpu or the gpu; no parameter listed twice).  *out: caller owns, free with
  * sq_optim_free.  Fails with SQ_ERR_ARG naming the bad setting or parameter. */
 sq_status sq_optim_sgd_init(sq_ctx *ctx, int n, sq_tensor *const *params, const sq_sgd_cfg *cfg,
                             sq_optim **out);

@@ -2,6 +2,7 @@
 #include "sq_tensor.h"
 #include "sq_device.h"
 #include "sq_autograd.h"
+#include "cuda/sq_cuda_kernels.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -36,6 +37,7 @@ sq_status sq_storage_new(sq_ctx *ctx, sq_device dev, sq_mem_cat cat, size_t nbyt
     s->nbytes = nbytes;
     s->data = data;
     sq_mem_add(ctx, dev, cat, (int64_t)nbytes);
+    ctx->mem.allocated[dev] += (int64_t)nbytes;
     *out = s;
     return SQ_OK;
 }
@@ -105,17 +107,18 @@ static void set_contiguous_strides(sq_tensor *t)
     }
 }
 
-sq_status sq_tensor_empty_cat(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
-                              sq_mem_cat cat, sq_tensor **out)
+sq_status sq_tensor_empty_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                              const int64_t *shape, sq_mem_cat cat, sq_tensor **out)
 {
     *out = NULL;
     int64_t n = 0;
     sq_status st = check_shape(ctx, ndim, shape, &n);
     if (st != SQ_OK) return st;
     if ((unsigned)dt >= SQ_NDTYPE) return sq_fail(ctx, SQ_ERR_ARG, "unknown dtype %d", (int)dt);
+    if ((unsigned)dev >= SQ_NDEVICE) return sq_fail(ctx, SQ_ERR_ARG, "unknown device %d", (int)dev);
     sq_tensor *t = calloc(1, sizeof *t);
     if (!t) return sq_fail(ctx, SQ_ERR_NOMEM, "out of host memory allocating a tensor header");
-    st = sq_storage_new(ctx, SQ_CPU, cat, (size_t)n * sq_dtype_size(dt), &t->storage);
+    st = sq_storage_new(ctx, dev, cat, (size_t)n * sq_dtype_size(dt), &t->storage);
     if (st != SQ_OK) {
         free(t);
         return st;
@@ -129,36 +132,67 @@ sq_status sq_tensor_empty_cat(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t 
     return SQ_OK;
 }
 
+sq_status sq_tensor_empty_cat(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
+                              sq_mem_cat cat, sq_tensor **out)
+{
+    return sq_tensor_empty_dev(ctx, SQ_CPU, dt, ndim, shape, cat, out);
+}
+
 sq_status sq_tensor_empty(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
                           sq_tensor **out)
 {
-    return sq_tensor_empty_cat(ctx, dt, ndim, shape, SQ_MEM_OTHER, out);
+    return sq_tensor_empty_dev(ctx, SQ_CPU, dt, ndim, shape, SQ_MEM_OTHER, out);
+}
+
+sq_status sq_tensor_zeros_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                              const int64_t *shape, sq_tensor **out)
+{
+    SQ_TRY(sq_tensor_empty_dev(ctx, dev, dt, ndim, shape, SQ_MEM_OTHER, out));
+    sq_storage *s = (*out)->storage;
+    if (dev == SQ_CPU) {
+        memset(s->data, 0, s->nbytes);
+        return SQ_OK;
+    }
+    sq_status st = sq_tensor_fill_(ctx, *out, 0.0);
+    if (st != SQ_OK) {
+        sq_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+sq_status sq_tensor_full_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                             const int64_t *shape, double v, sq_tensor **out)
+{
+    SQ_TRY(sq_tensor_empty_dev(ctx, dev, dt, ndim, shape, SQ_MEM_OTHER, out));
+    sq_status st = sq_tensor_fill_(ctx, *out, v);
+    if (st != SQ_OK) {
+        sq_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 sq_status sq_tensor_zeros(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
                           sq_tensor **out)
 {
-    sq_status st = sq_tensor_empty(ctx, dt, ndim, shape, out);
-    if (st == SQ_OK) memset((*out)->storage->data, 0, (*out)->storage->nbytes);
-    return st;
+    return sq_tensor_zeros_dev(ctx, SQ_CPU, dt, ndim, shape, out);
 }
 
 sq_status sq_tensor_full(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape, double v,
                          sq_tensor **out)
 {
-    sq_status st = sq_tensor_empty(ctx, dt, ndim, shape, out);
-    if (st == SQ_OK) st = sq_tensor_fill_(ctx, *out, v);
-    return st;
+    return sq_tensor_full_dev(ctx, SQ_CPU, dt, ndim, shape, v, out);
 }
 
 sq_status sq_tensor_empty_like(sq_ctx *ctx, const sq_tensor *t, sq_tensor **out)
 {
-    return sq_tensor_empty(ctx, t->dtype, t->ndim, t->shape, out);
+    return sq_tensor_empty_dev(ctx, sq_tensor_device(t), t->dtype, t->ndim, t->shape, SQ_MEM_OTHER, out);
 }
 
 sq_status sq_tensor_zeros_like(sq_ctx *ctx, const sq_tensor *t, sq_tensor **out)
 {
-    return sq_tensor_zeros(ctx, t->dtype, t->ndim, t->shape, out);
+    return sq_tensor_zeros_dev(ctx, sq_tensor_device(t), t->dtype, t->ndim, t->shape, out);
 }
 
 sq_status sq_tensor_randn(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
@@ -297,6 +331,62 @@ void sq_tensor_set_flat(sq_tensor *t, int64_t i, double v)
     store_at(t->storage->data, t->dtype, flat_to_offset(t, i), v);
 }
 
+/* Both on the GPU: one strided copy when dtypes and shapes agree; else src
+ * is made contiguous, converted, and scattered into dst's layout. */
+static sq_status copy_cuda(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src, int64_t n)
+{
+    size_t es = sq_dtype_size(src->dtype);
+    if (n == 0) return SQ_OK;
+    int dc = sq_tensor_is_contiguous(dst);
+    if (dst->dtype == src->dtype) {
+        if (dc && sq_tensor_is_contiguous(src))
+            return sq_cuda_copy_d2d(ctx, sq_tensor_data(dst), sq_tensor_data(src), (size_t)n * es);
+        if (sq_shape_equal(dst, src))
+            return sq_cuda_copy_strided(ctx, dst->dtype, sq_tensor_data(dst), dst->stride,
+                                        sq_tensor_data(src), src->stride, dst->ndim, dst->shape);
+    }
+    sq_tensor *c = NULL, *cv = NULL;
+    sq_status st;
+    SQ_CHECK(sq_tensor_contiguous_raw(ctx, (sq_tensor *)src, &c));
+    if (dst->dtype != src->dtype) {
+        SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, dst->dtype, c->ndim, c->shape, SQ_MEM_OTHER, &cv));
+        SQ_CHECK(sq_cuda_convert(ctx, dst->dtype, sq_tensor_data(cv), c->dtype, sq_tensor_data(c), n));
+        sq_tensor_release(c);
+        c = cv;
+        cv = NULL;
+    }
+    if (dc) SQ_CHECK(sq_cuda_copy_d2d(ctx, sq_tensor_data(dst), sq_tensor_data(c),
+                                      (size_t)n * sq_dtype_size(dst->dtype)));
+    else SQ_CHECK(sq_cuda_copy_strided(ctx, dst->dtype, sq_tensor_data(dst), dst->stride,
+                                       sq_tensor_data(c), NULL, dst->ndim, dst->shape));
+done:
+    sq_tensor_release(c);
+    sq_tensor_release(cv);
+    return st;
+}
+
+/* Across devices: src contiguous on its device, its bytes moved, then an
+ * ordinary same-device copy into dst's dtype and layout. */
+static sq_status copy_across(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src, int64_t n)
+{
+    sq_device dd = sq_tensor_device(dst), sd = sq_tensor_device(src);
+    size_t bytes = (size_t)n * sq_dtype_size(src->dtype);
+    sq_tensor *c = NULL, *m = NULL;
+    sq_status st;
+    SQ_CHECK(sq_tensor_contiguous_raw(ctx, (sq_tensor *)src, &c));
+    if (dst->dtype == src->dtype && sq_tensor_is_contiguous(dst)) {
+        SQ_CHECK(sq_device_copy(ctx, dd, sq_tensor_data(dst), sd, sq_tensor_data(c), bytes));
+    } else {
+        SQ_CHECK(sq_tensor_empty_dev(ctx, dd, src->dtype, c->ndim, c->shape, SQ_MEM_OTHER, &m));
+        SQ_CHECK(sq_device_copy(ctx, dd, sq_tensor_data(m), sd, sq_tensor_data(c), bytes));
+        SQ_CHECK(sq_tensor_copy_(ctx, dst, m));
+    }
+done:
+    sq_tensor_release(c);
+    sq_tensor_release(m);
+    return st;
+}
+
 /* Walks every element of two same-numel views in row-major order of each. */
 sq_status sq_tensor_copy_(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
 {
@@ -306,6 +396,8 @@ sq_status sq_tensor_copy_(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
         return sq_fail(ctx, SQ_ERR_SHAPE, "copy: %s and %s have different element counts",
                        sq_shape_str(dst, a, sizeof a), sq_shape_str(src, b, sizeof b));
     }
+    if (sq_tensor_device(dst) != sq_tensor_device(src)) return copy_across(ctx, dst, src, n);
+    if (sq_tensor_device(dst) == SQ_CUDA) return copy_cuda(ctx, dst, src, n);
     if (dst->dtype == src->dtype && sq_tensor_is_contiguous(dst) && sq_tensor_is_contiguous(src)) {
         if (n) memcpy(sq_tensor_data(dst), sq_tensor_data(src), (size_t)n * sq_dtype_size(dst->dtype));
         return SQ_OK;
@@ -368,15 +460,54 @@ sq_status sq_tensor_contiguous_raw(sq_ctx *ctx, sq_tensor *t, sq_tensor **out)
 
 sq_status sq_tensor_to_dtype(sq_ctx *ctx, const sq_tensor *t, sq_dtype dt, sq_tensor **out)
 {
-    sq_status st = sq_tensor_empty(ctx, dt, t->ndim, t->shape, out);
-    if (st != SQ_OK) return st;
-    return sq_tensor_copy_(ctx, *out, t);
+    SQ_TRY(sq_tensor_empty_dev(ctx, sq_tensor_device(t), dt, t->ndim, t->shape, SQ_MEM_OTHER, out));
+    sq_status st = sq_tensor_copy_(ctx, *out, t);
+    if (st != SQ_OK) {
+        sq_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+sq_status sq_tensor_to_device(sq_ctx *ctx, sq_tensor *t, sq_device dev, sq_tensor **out)
+{
+    *out = NULL;
+    if (sq_tensor_device(t) == dev) {
+        sq_tensor_retain(t);
+        *out = t;
+        return SQ_OK;
+    }
+    SQ_TRY(sq_tensor_empty_dev(ctx, dev, t->dtype, t->ndim, t->shape, t->storage->cat, out));
+    sq_status st = sq_tensor_copy_(ctx, *out, t);
+    if (st != SQ_OK) {
+        sq_tensor_release(*out);
+        *out = NULL;
+        return st;
+    }
+    (*out)->requires_grad = t->requires_grad && !t->grad_fn;
+    return SQ_OK;
+}
+
+/* A non-contiguous GPU view is filled through a broadcast copy of one value. */
+static sq_status fill_cuda(sq_ctx *ctx, sq_tensor *t, double v, int64_t n)
+{
+    if (n == 0) return SQ_OK;
+    if (sq_tensor_is_contiguous(t)) return sq_cuda_fill(ctx, t->dtype, sq_tensor_data(t), n, v);
+    sq_tensor *one;
+    SQ_TRY(sq_tensor_empty_dev(ctx, SQ_CUDA, t->dtype, 0, NULL, SQ_MEM_WORKSPACE, &one));
+    int64_t zero[SQ_MAX_DIMS] = {0};
+    sq_status st = sq_cuda_fill(ctx, t->dtype, sq_tensor_data(one), 1, v);
+    if (st == SQ_OK)
+        st = sq_cuda_copy_strided(ctx, t->dtype, sq_tensor_data(t), t->stride, sq_tensor_data(one),
+                                  zero, t->ndim, t->shape);
+    sq_tensor_release(one);
+    return st;
 }
 
 sq_status sq_tensor_fill_(sq_ctx *ctx, sq_tensor *t, double v)
 {
-    (void)ctx;
     int64_t n = sq_tensor_numel(t);
+    if (sq_tensor_device(t) == SQ_CUDA) return fill_cuda(ctx, t, v, n);
     if (sq_tensor_is_contiguous(t)) {
         void *p = sq_tensor_data(t);
         switch (t->dtype) {

@@ -48,7 +48,9 @@ void sq_storage_set_category(sq_storage *s, sq_mem_cat cat);
 void sq_storage_hold_saved(sq_storage *s);
 void sq_storage_drop_saved(sq_storage *s);
 
-/* Creation: new contiguous tensors (uninitialised / zero / filled). */
+/* Creation: new contiguous tensors (uninitialised / zero / filled).  The
+ * functions without a device argument create on the CPU; the _like ones
+ * create on the device of their model tensor. */
 sq_status sq_tensor_empty(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
                           sq_tensor **out);
 sq_status sq_tensor_empty_cat(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
@@ -57,6 +59,13 @@ sq_status sq_tensor_zeros(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *sha
                           sq_tensor **out);
 sq_status sq_tensor_full(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape, double v,
                          sq_tensor **out);
+/* On a device (SQ_CPU or SQ_CUDA; the CUDA backend is created on first use). */
+sq_status sq_tensor_empty_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                              const int64_t *shape, sq_mem_cat cat, sq_tensor **out);
+sq_status sq_tensor_zeros_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                              const int64_t *shape, sq_tensor **out);
+sq_status sq_tensor_full_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
+                             const int64_t *shape, double v, sq_tensor **out);
 sq_status sq_tensor_empty_like(sq_ctx *ctx, const sq_tensor *t, sq_tensor **out);
 sq_status sq_tensor_zeros_like(sq_ctx *ctx, const sq_tensor *t, sq_tensor **out);
 sq_status sq_tensor_randn(sq_ctx *ctx, sq_dtype dt, int ndim, const int64_t *shape,
@@ -70,6 +79,7 @@ void sq_tensor_retain(sq_tensor *t);
 void sq_tensor_release(sq_tensor *t);   /* NULL-safe */
 
 /* Queries */
+static inline sq_device sq_tensor_device(const sq_tensor *t) { return t->storage->device; }
 int64_t sq_tensor_numel(const sq_tensor *t);
 int sq_tensor_is_contiguous(const sq_tensor *t);
 int sq_shape_equal(const sq_tensor *a, const sq_tensor *b);
@@ -81,17 +91,26 @@ static inline void *sq_tensor_data(const sq_tensor *t)
 {
     return (char *)t->storage->data + t->offset * (int64_t)sq_dtype_size(t->dtype);
 }
-/* Element access by flat row-major index over the view (slow; tests, small loops). */
+/* Element access by flat row-major index over the view (slow; tests, small
+ * loops).  CPU tensors only: copy a device tensor to the CPU first. */
 double sq_tensor_get_flat(const sq_tensor *t, int64_t i);
 void sq_tensor_set_flat(sq_tensor *t, int64_t i, double v);
 
-/* Copies and conversions (no autograd; see sq_ops.h for differentiable ones). */
+/* Copies and conversions (no autograd; see sq_ops.h for differentiable ones).
+ * copy_ takes any two devices and dtypes (same numel, row-major order of
+ * each view); a copy to the CPU waits for the device, the others are
+ * asynchronous on the device stream.  The rest keep t's device. */
 sq_status sq_tensor_copy_(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src); /* same numel */
 sq_status sq_tensor_clone(sq_ctx *ctx, const sq_tensor *t, sq_tensor **out);  /* contiguous */
 /* Returns t itself (retained) when already contiguous, else a contiguous copy. */
 sq_status sq_tensor_contiguous_raw(sq_ctx *ctx, sq_tensor *t, sq_tensor **out);
 sq_status sq_tensor_to_dtype(sq_ctx *ctx, const sq_tensor *t, sq_dtype dt, sq_tensor **out);
 sq_status sq_tensor_fill_(sq_ctx *ctx, sq_tensor *t, double v);
+/* A contiguous copy of t on dev (t itself, retained, when already there).
+ * Not recorded by autograd: the copy is a new leaf, charged to t's memory
+ * category, requiring a gradient when t is a leaf that does (so moved
+ * parameters stay parameters; see model:cuda()). */
+sq_status sq_tensor_to_device(sq_ctx *ctx, sq_tensor *t, sq_device dev, sq_tensor **out);
 
 /* Views without autograd (the differentiable wrappers live in sq_ops.h). */
 sq_status sq_view_raw(sq_ctx *ctx, sq_tensor *t, int ndim, const int64_t *shape,

@@ -197,6 +197,11 @@ void sq_cuda_empty_cache(sq_ctx *ctx)
     if (ctx && ctx->cuda) cache_release_free(ctx->cuda);
 }
 
+void sq_cuda_mem_reset_peak(sq_ctx *ctx)
+{
+    if (ctx && ctx->cuda) ctx->cuda->cache.st.peak_reserved = ctx->cuda->cache.st.reserved;
+}
+
 void sq_cuda_mem_get(const sq_ctx *ctx, sq_cuda_mem_stats *out)
 {
     memset(out, 0, sizeof *out);
@@ -291,7 +296,7 @@ sq_status sq_cuda_init(sq_ctx *ctx, int device)
         return sq_fail(ctx, SQ_ERR_DEVICE, "cuda init: cublasCreate failed: %s", cublasGetStatusString(bs));
     }
     /* The math mode stays default: each GEMM names its compute type (fp32 or
-     * TF32, from cu->tf32).  A workspace we own keeps cuBLAS from allocating
+     * TF32, from ctx->cuda_tf32).  A workspace we own keeps cuBLAS from allocating
      * behind the accounting's back. */
     cu->cublas_ws_bytes = (size_t)32 << 20;
     INIT_CUDA(cudaMalloc(&cu->cublas_ws, cu->cublas_ws_bytes));
@@ -336,9 +341,9 @@ const char *sq_cuda_device_str(const sq_ctx *ctx, char *buf, size_t n)
 
 void sq_cuda_set_tf32(sq_ctx *ctx, int on)
 {
-    if (ctx && ctx->cuda) ctx->cuda->tf32 = on != 0;
+    if (ctx) ctx->cuda_tf32 = on != 0;
 }
-int sq_cuda_get_tf32(const sq_ctx *ctx) { return ctx && ctx->cuda ? ctx->cuda->tf32 : 0; }
+int sq_cuda_get_tf32(const sq_ctx *ctx) { return ctx ? ctx->cuda_tf32 : 0; }
 void sq_cuda_set_sync_launches(sq_ctx *ctx, int on)
 {
     if (ctx && ctx->cuda) ctx->cuda->sync_launches = on != 0;
@@ -485,4 +490,61 @@ sq_status sq_cuda_copy_d2d(sq_ctx *ctx, void *dst_dev, const void *src_dev, size
     COPY_CUDA(cudaMemcpyAsync(dst_dev, src_dev, nbytes, cudaMemcpyDeviceToDevice, ctx->cuda->stream),
               "d2d copy");
     return SQ_OK;
+}
+
+/* ---- timing ------------------------------------------------------------------------- */
+
+struct sq_cuda_event {
+    cudaEvent_t ev;
+};
+
+sq_status sq_cuda_event_new(sq_ctx *ctx, sq_cuda_event **out)
+{
+    *out = NULL;
+    SQ_CUDA_ENTER(ctx, "cuda event");
+    sq_cuda_event *e = (sq_cuda_event *)calloc(1, sizeof *e);
+    if (!e) return sq_fail(ctx, SQ_ERR_NOMEM, "cuda event: out of host memory");
+    cudaError_t r = cudaEventCreate(&e->ev);
+    if (r != cudaSuccess) {
+        (void)cudaGetLastError();
+        free(e);
+        return sq_fail(ctx, SQ_ERR_DEVICE, "cuda event: cudaEventCreate failed: %s", cudaGetErrorString(r));
+    }
+    *out = e;
+    return SQ_OK;
+}
+
+sq_status sq_cuda_event_record(sq_ctx *ctx, sq_cuda_event *ev)
+{
+    SQ_CUDA_ENTER(ctx, "cuda event record");
+    cudaError_t r = cudaEventRecord(ev->ev, ctx->cuda->stream);
+    if (r != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "cuda event record failed: %s", cudaGetErrorString(r));
+    }
+    return SQ_OK;
+}
+
+sq_status sq_cuda_event_elapsed(sq_ctx *ctx, sq_cuda_event *start, sq_cuda_event *stop, double *ms)
+{
+    *ms = 0;
+    SQ_CUDA_ENTER(ctx, "cuda event elapsed");
+    float f = 0;
+    cudaError_t r = cudaEventSynchronize(stop->ev);
+    if (r == cudaSuccess) r = cudaEventElapsedTime(&f, start->ev, stop->ev);
+    if (r != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "cuda event elapsed time failed: %s (were both events recorded?)",
+                       cudaGetErrorString(r));
+    }
+    *ms = f;
+    return SQ_OK;
+}
+
+void sq_cuda_event_free(sq_cuda_event *ev)
+{
+    if (!ev) return;
+    cudaEventDestroy(ev->ev);
+    (void)cudaGetLastError();
+    free(ev);
 }

@@ -52,7 +52,8 @@ void sq_cuda_free(sq_ctx *ctx);
 const char *sq_cuda_device_str(const sq_ctx *ctx, char *buf, size_t n);
 
 /* ---- options carried in the context ----------------------------------- */
-/* float32 GEMMs use TF32 tensor cores when on (default off: exact fp32). */
+/* float32 GEMMs use TF32 tensor cores when on (default off: exact fp32).
+ * Kept in ctx->cuda_tf32, so it may be set before the backend exists. */
 void sq_cuda_set_tf32(sq_ctx *ctx, int on);
 int sq_cuda_get_tf32(const sq_ctx *ctx);
 /* When on, every launch is followed by a stream synchronize so that an
@@ -74,6 +75,8 @@ sq_status sq_cuda_alloc(sq_ctx *ctx, size_t nbytes, void **out);
 void sq_cuda_free_block(sq_ctx *ctx, void *p);
 /* Gives every cached (free) block back to the driver. */
 void sq_cuda_empty_cache(sq_ctx *ctx);
+/* peak_reserved restarts from the current reservation. */
+void sq_cuda_mem_reset_peak(sq_ctx *ctx);
 
 typedef struct {
     int64_t requested;      /* bytes asked for by live blocks */
@@ -102,6 +105,16 @@ sq_status sq_cuda_copy_d2d(sq_ctx *ctx, void *dst_dev, const void *src_dev, size
 /* Waits for all work on the stream; reports execution errors and
  * out-of-range indices recorded by kernels since the last check. */
 sq_status sq_cuda_sync(sq_ctx *ctx);
+
+/* ---- timing ------------------------------------------------------------------ */
+typedef struct sq_cuda_event sq_cuda_event; /* opaque: a CUDA event with timing */
+/* *out: caller owns, free with sq_cuda_event_free (NULL-safe). */
+sq_status sq_cuda_event_new(sq_ctx *ctx, sq_cuda_event **out);
+/* Records the event on the context stream (after the work queued so far). */
+sq_status sq_cuda_event_record(sq_ctx *ctx, sq_cuda_event *ev);
+/* Milliseconds between two recorded events; waits for `stop`. */
+sq_status sq_cuda_event_elapsed(sq_ctx *ctx, sq_cuda_event *start, sq_cuda_event *stop, double *ms);
+void sq_cuda_event_free(sq_cuda_event *ev);
 
 #ifdef __cplusplus
 }

@@ -74,7 +74,7 @@ sq_status sq_cuda_gemm_batched(sq_ctx *ctx, sq_dtype dt, int transA, int transB,
     const void *pb = dt == SQ_F32 ? (const void *)&bf : (const void *)&beta;
     cudaDataType_t ty = dt == SQ_F32 ? CUDA_R_32F : CUDA_R_64F;
     cublasComputeType_t ct = dt == SQ_F64   ? CUBLAS_COMPUTE_64F
-                             : cu->tf32     ? CUBLAS_COMPUTE_32F_FAST_TF32
+                             : ctx->cuda_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
                                             : CUBLAS_COMPUTE_32F;
     /* K == 0: cuBLAS still scales C by beta; give it valid pointers */
     const void *Ad = A ? A : C, *Bd = B ? B : C;

@@ -64,6 +64,10 @@ static void contiguous_strides(int ndim, const int64_t *shape, int64_t *st)
 template <int NA>
 __device__ static inline void geom_offsets(const Geom &g, int64_t i, int64_t *off)
 {
+    if (g.nd <= 1) { /* contiguous after merging: no division */
+        for (int a = 0; a < NA; a++) off[a] = g.nd ? i * g.st[a][0] : 0;
+        return;
+    }
     for (int a = 0; a < NA; a++) off[a] = 0;
     for (int d = g.nd - 1; d >= 0; d--) {
         int64_t c = i % g.size[d];
@@ -345,6 +349,34 @@ sq_status sq_cuda_sum_to(sq_ctx *ctx, sq_dtype dt, void *out, const int64_t *out
         }
     }
     if (nout == 0) return SQ_OK;
+    /* The common case -- the summed dims form one block, kept dims around it
+     * laid out row-major in out (bias and broadcast gradients) -- is a
+     * column sum (outer, rows, inner), done in parallel over the rows. */
+    int64_t outer = 1, rows = 1, inner = 1, expect = 1;
+    int phase = 0, block = 1; /* 0: before the summed block, 1: in it, 2: after it */
+    for (int d = ndim - 1; d >= 0 && block; d--) { /* out must be row-major over kept dims */
+        if (shape[d] == 1 || (out_stride[d] == 0)) continue;
+        if (out_stride[d] != expect) block = 0;
+        expect *= shape[d];
+    }
+    for (int d = 0; d < ndim && block; d++) {
+        if (shape[d] == 1) continue;
+        int red = out_stride[d] == 0;
+        if (red && phase == 2) block = 0;
+        else if (red) { phase = 1; rows *= shape[d]; }
+        else if (phase == 0) outer *= shape[d];
+        else { phase = 2; inner *= shape[d]; }
+    }
+    if (block && g.nr > 0) {
+        if (inner == 1) {
+            int64_t xs[3] = {rows, 1, 1};
+            return sq_cuda_reduce_dim(ctx, SQ_CUDA_RED_SUM, dt, out, NULL, in, outer, rows, 1, xs);
+        }
+        SQ_TRY(sq_cuda_colsum(ctx, dt, out, NULL, in, NULL, outer, rows, inner, 1.0));
+        return sq_cuda_launched(ctx, k, "in %lld -> out %lld as colsum (%lld, %lld, %lld), %s",
+                                (long long)nin, (long long)nout, (long long)outer, (long long)rows,
+                                (long long)inner, sq_dtype_name(dt));
+    }
     cudaStream_t s = ctx->cuda->stream;
     unsigned gr = sq_cuda_grid(nout, THREADS);
     if (dt == SQ_F32) k_sum_to<float><<<gr, THREADS, 0, s>>>((float *)out, (const float *)in, g, nout);

@@ -60,7 +60,6 @@ struct sq_cuda_ctx {
     cublasHandle_t cublas;
     void *cublas_ws;
     size_t cublas_ws_bytes;
-    int tf32;
     int sync_launches;
     uint64_t rng_seed, rng_offset;
     void *stage[2];          /* pinned host staging for copies */
@@ -80,6 +79,14 @@ sq_status sq_cuda_launched(sq_ctx *ctx, const char *kernel, const char *fmt, ...
 sq_status sq_cuda_ws_alloc(sq_ctx *ctx, size_t nbytes, void **out);
 void sq_cuda_ws_free(sq_ctx *ctx, void *p, size_t nbytes);
 const char *sq_cuda_kernel_name(int kid);
+/* Column sums of contiguous a (outer, rows, D) [times b, same layout]:
+ * sum_a[o,d] = scale * sum_r a[o,r,d], sum_ab[o,d] = scale * sum_r a*b.
+ * Either output may be NULL (b is only read for sum_ab).  Rows are split
+ * over blocks and the partial sums added in a fixed order, so the result
+ * is deterministic (sq_cuda_reduce.cu).  Not launch-checked: the caller's
+ * sq_cuda_launched covers it. */
+sq_status sq_cuda_colsum(sq_ctx *ctx, sq_dtype dt, void *sum_a, void *sum_ab, const void *a,
+                         const void *b, int64_t outer, int64_t rows, int64_t D, double scale);
 
 /* Grid for n independent items with grid-stride loops. */
 static inline unsigned sq_cuda_grid(int64_t n, int threads)

@@ -201,25 +201,6 @@ sq_status sq_cuda_cross_entropy_bwd(sq_ctx *ctx, sq_dtype dt, void *dlogits, con
     return sq_cuda_launched(ctx, k, "N %lld, C %lld, %s", (long long)N, (long long)C, sq_dtype_name(dt));
 }
 
-/* ---- column sums (dw, db, dalpha, dbeta) ---------------------------------------------------- */
-
-/* out[d] = sum_r a[r,d] * (b ? b[r,d] : 1); one thread per column, rows in order */
-template <typename T>
-__global__ void k_colsum(T *out, const T *a, const T *b, int64_t rows, int64_t D)
-{
-    SQ_GRID_LOOP(d, D) {
-        T acc = 0;
-        for (int64_t r = 0; r < rows; r++) acc += b ? a[r * D + d] * b[r * D + d] : a[r * D + d];
-        out[d] = acc;
-    }
-}
-
-template <typename T>
-static void launch_colsum(cudaStream_t s, T *out, const T *a, const T *b, int64_t rows, int64_t D)
-{
-    k_colsum<T><<<sq_cuda_grid(D, THREADS), THREADS, 0, s>>>(out, a, b, rows, D);
-}
-
 /* ---- layer norm ------------------------------------------------------------------------------ */
 
 template <typename T>
@@ -310,16 +291,15 @@ sq_status sq_cuda_layer_norm_bwd(sq_ctx *ctx, sq_dtype dt, void *dx, void *dw, v
         if (dx && rows)
             k_layer_norm_bwd<float><<<gr, th, 0, s>>>((float *)dx, (const float *)dy, (const float *)xhat,
                                                       (const float *)rstd, (const float *)w, rows, D);
-        if (dw) launch_colsum<float>(s, (float *)dw, (const float *)dy, (const float *)xhat, rows, D);
-        if (db) launch_colsum<float>(s, (float *)db, (const float *)dy, NULL, rows, D);
     } else {
         if (dx && rows)
             k_layer_norm_bwd<double><<<gr, th, 0, s>>>((double *)dx, (const double *)dy,
                                                        (const double *)xhat, (const double *)rstd,
                                                        (const double *)w, rows, D);
-        if (dw) launch_colsum<double>(s, (double *)dw, (const double *)dy, (const double *)xhat, rows, D);
-        if (db) launch_colsum<double>(s, (double *)db, (const double *)dy, NULL, rows, D);
     }
+    /* dw = sum dy*xhat and db = sum dy in one pass over dy */
+    if (dw && !xhat) return sq_fail(ctx, SQ_ERR_ARG, "%s: dw needs xhat", k);
+    SQ_TRY(sq_cuda_colsum(ctx, dt, db, dw, dy, xhat, 1, rows, D, 1.0));
     return sq_cuda_launched(ctx, k, "rows %lld, D %lld, %s", (long long)rows, (long long)D, sq_dtype_name(dt));
 }
 
@@ -373,15 +353,13 @@ sq_status sq_cuda_affine_bwd(sq_ctx *ctx, sq_dtype dt, void *dx, void *dalpha, v
     if (dt == SQ_F32) {
         if (dx && rows)
             k_affine_dx<float><<<gr, THREADS, 0, s>>>((float *)dx, (const float *)dy, (const float *)alpha, rows, D);
-        if (dalpha) launch_colsum<float>(s, (float *)dalpha, (const float *)dy, (const float *)x, rows, D);
-        if (dbeta) launch_colsum<float>(s, (float *)dbeta, (const float *)dy, NULL, rows, D);
     } else {
         if (dx && rows)
             k_affine_dx<double><<<gr, THREADS, 0, s>>>((double *)dx, (const double *)dy,
                                                        (const double *)alpha, rows, D);
-        if (dalpha) launch_colsum<double>(s, (double *)dalpha, (const double *)dy, (const double *)x, rows, D);
-        if (dbeta) launch_colsum<double>(s, (double *)dbeta, (const double *)dy, NULL, rows, D);
     }
+    if (dalpha && !x) return sq_fail(ctx, SQ_ERR_ARG, "affine_bwd: dalpha needs x");
+    SQ_TRY(sq_cuda_colsum(ctx, dt, dbeta, dalpha, dy, x, 1, rows, D, 1.0));
     return sq_cuda_launched(ctx, "affine_bwd", "rows %lld, D %lld, %s", (long long)rows, (long long)D,
                             sq_dtype_name(dt));
 }

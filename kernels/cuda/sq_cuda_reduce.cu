@@ -112,6 +112,119 @@ __global__ void k_reduce_cols(int op, T *out, int64_t *am, const T *x, int64_t o
     }
 }
 
+/* ---- column sums ----------------------------------------------------------------------
+ * Block (32, 8): 32 neighbouring columns (coalesced) times 8 row lanes; grid
+ * (column tiles, row chunks, outer).  Each block writes one partial per
+ * column and chunk; a second kernel adds the chunks in order. */
+#define CS_X 32
+#define CS_Y 8
+
+template <typename T>
+__global__ void k_colsum_part(T *pa, T *pab, const T *a, const T *b, int64_t outer, int64_t rows,
+                              int64_t D, int64_t chunk, int nchunk, double scale, int final)
+{
+    __shared__ T sa[CS_Y][CS_X + 1], sab[CS_Y][CS_X + 1];
+    int tx = threadIdx.x, ty = threadIdx.y;
+    int64_t d = (int64_t)blockIdx.x * CS_X + tx;
+    int c = blockIdx.y;
+    for (int64_t o = blockIdx.z; o < outer; o += gridDim.z) {
+        int64_t r0 = (int64_t)c * chunk, r1 = r0 + chunk < rows ? r0 + chunk : rows;
+        T acc_a = 0, acc_ab = 0;
+        if (d < D) {
+            const T *ap = a + o * rows * D + d;
+            const T *bp = b ? b + o * rows * D + d : NULL;
+            for (int64_t r = r0 + ty; r < r1; r += CS_Y) {
+                T v = ap[r * D];
+                acc_a += v;
+                if (bp) acc_ab += v * bp[r * D];
+            }
+        }
+        sa[ty][tx] = acc_a;
+        sab[ty][tx] = acc_ab;
+        __syncthreads();
+        if (ty == 0 && d < D) {
+            T ta = 0, tab = 0;
+            for (int y = 0; y < CS_Y; y++) {
+                ta += sa[y][tx];
+                tab += sab[y][tx];
+            }
+            int64_t q = final ? o * D + d : (o * nchunk + c) * D + d;
+            if (final) {
+                ta = (T)((double)ta * scale);
+                tab = (T)((double)tab * scale);
+            }
+            if (pa) pa[q] = ta;
+            if (pab) pab[q] = tab;
+        }
+        __syncthreads();
+    }
+}
+
+template <typename T>
+__global__ void k_colsum_fin(T *out, const T *part, int64_t outer, int64_t D, int nchunk, double scale)
+{
+    SQ_GRID_LOOP(j, outer * D) {
+        int64_t o = j / D, d = j % D;
+        const T *p = part + o * nchunk * D + d;
+        T acc = 0;
+        for (int c = 0; c < nchunk; c++) acc += p[(int64_t)c * D];
+        out[j] = (T)((double)acc * scale);
+    }
+}
+
+template <typename T>
+static void colsum_launch(cudaStream_t s, T *sa, T *sab, T *wa, T *wab, const T *a, const T *b,
+                          int64_t outer, int64_t rows, int64_t D, int64_t chunk, int nchunk,
+                          double scale)
+{
+    unsigned tiles = (unsigned)((D + CS_X - 1) / CS_X);
+    unsigned gz = (unsigned)(outer < 65535 ? outer : 65535);
+    dim3 grid(tiles, (unsigned)nchunk, gz), block(CS_X, CS_Y);
+    if (nchunk == 1) {
+        k_colsum_part<T><<<grid, block, 0, s>>>(sa, sab, a, sab ? b : NULL, outer, rows, D, chunk, 1, scale, 1);
+        return;
+    }
+    k_colsum_part<T><<<grid, block, 0, s>>>(sa ? wa : NULL, sab ? wab : NULL, a, sab ? b : NULL, outer,
+                                            rows, D, chunk, nchunk, scale, 0);
+    unsigned gr = sq_cuda_grid(outer * D, THREADS);
+    if (sa) k_colsum_fin<T><<<gr, THREADS, 0, s>>>(sa, wa, outer, D, nchunk, scale);
+    if (sab) k_colsum_fin<T><<<gr, THREADS, 0, s>>>(sab, wab, outer, D, nchunk, scale);
+}
+
+sq_status sq_cuda_colsum(sq_ctx *ctx, sq_dtype dt, void *sum_a, void *sum_ab, const void *a,
+                         const void *b, int64_t outer, int64_t rows, int64_t D, double scale)
+{
+    if (outer * D == 0 || (!sum_a && !sum_ab)) return SQ_OK;
+    if (sum_ab && !b) return sq_fail(ctx, SQ_ERR_ARG, "colsum: a product sum needs b");
+    int64_t tiles = (D + CS_X - 1) / CS_X, want = 4 * (int64_t)ctx->cuda->sm_count;
+    int64_t nchunk = 1;
+    if (tiles * outer < want) {
+        nchunk = (want + tiles * outer - 1) / (tiles * outer);
+        int64_t maxc = (rows + 4 * CS_Y - 1) / (4 * CS_Y); /* at least 4 rows per lane */
+        if (nchunk > maxc) nchunk = maxc;
+        if (nchunk > 1024) nchunk = 1024;
+        if (nchunk < 1) nchunk = 1;
+    }
+    int64_t chunk = nchunk > 0 ? (rows + nchunk - 1) / nchunk : rows;
+    if (chunk < 1) chunk = 1;
+    nchunk = rows > 0 ? (rows + chunk - 1) / chunk : 1;
+    size_t es = sq_dtype_size(dt), one = (size_t)(outer * nchunk * D) * es;
+    void *ws = NULL;
+    size_t wsb = nchunk > 1 ? one * ((sum_a ? 1 : 0) + (sum_ab ? 1 : 0)) : 0;
+    if (wsb) SQ_TRY(sq_cuda_ws_alloc(ctx, wsb, &ws));
+    char *wa = (char *)ws, *wab = (char *)ws + (sum_a ? one : 0);
+    cudaStream_t s = ctx->cuda->stream;
+    if (dt == SQ_F32)
+        colsum_launch<float>(s, (float *)sum_a, (float *)sum_ab, (float *)wa, (float *)wab,
+                             (const float *)a, (const float *)b, outer, rows, D, chunk, (int)nchunk, scale);
+    else
+        colsum_launch<double>(s, (double *)sum_a, (double *)sum_ab, (double *)wa, (double *)wab,
+                              (const double *)a, (const double *)b, outer, rows, D, chunk, (int)nchunk,
+                              scale);
+    if (ws) sq_cuda_ws_free(ctx, ws, wsb); /* stream-ordered: reuse waits behind these kernels */
+    return SQ_OK;
+}
+
 static const char *red_name(sq_cuda_red op)
 {
     return op == SQ_CUDA_RED_SUM ? "sum" : op == SQ_CUDA_RED_MEAN ? "mean" : "max";
@@ -147,6 +260,10 @@ sq_status sq_cuda_reduce_dim(sq_ctx *ctx, sq_cuda_red op, sq_dtype dt, void *out
         else
             k_reduce_rows<double><<<gr, th, 0, s>>>(op, (double *)out, argmax, (const double *)x,
                                                     outer, len, xs[0], xs[1], scale);
+    } else if (op != SQ_CUDA_RED_MAX && xs[2] == 1 && xs[1] == inner && xs[0] == len * inner) {
+        /* contiguous (outer, len, inner): tiled column sums, rows split over blocks */
+        SQ_TRY(sq_cuda_colsum(ctx, dt, out, NULL, x, NULL, outer, len, inner,
+                              op == SQ_CUDA_RED_MEAN ? scale : 1.0));
     } else {
         unsigned gr = sq_cuda_grid(outer * inner, THREADS);
         if (dt == SQ_F32)
