@@ -1,0 +1,1088 @@
+/* sq_cuda_actprune.cu — fused L2 prune-and-pack into BSR and the BSR weight
+ * gradient on tensor cores (see sq_cuda_actprune.h for the algorithms and
+ * their guarantees; engine/sq_bsr.c holds the CPU references). */
+#include "sq_cuda_internal.h"
+#include "sq_cuda_actprune.h"
+
+extern "C" {
+#include "sq_select.h"
+}
+
+#include <limits.h>
+#include <string.h>
+
+#define FULL_MASK 0xffffffffu
+
+/* ============================================================================
+ * shared device helpers
+ * ========================================================================== */
+
+/* sq_select_key_f64 on the device: a > b <=> key(a) > key(b), NaN -> 0. */
+__device__ __forceinline__ unsigned long long key_f64(double v)
+{
+    if (v != v) return 0ull;
+    if (v == 0) v = 0.0;
+    unsigned long long u = (unsigned long long)__double_as_longlong(v);
+    return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
+}
+
+/* Where a score stands against the selection boundary: 2 above the boundary
+ * bucket (kept), 1 inside it (kept if among its first `need` by index),
+ * 0 below.  shift 64 = no digit fixed yet: everything is in the bucket. */
+__device__ __forceinline__ int classify(double s, int shift, unsigned long long prefix)
+{
+    if (shift >= 64) return 1;
+    unsigned long long kb = key_f64(s) >> shift, pb = prefix >> shift;
+    return kb > pb ? 2 : kb == pb ? 1 : 0;
+}
+
+/* Exclusive prefix sum of v over the CTA (blockDim.x a multiple of 32);
+ * *total gets the CTA's sum.  sh: 32 ints of shared memory. */
+__device__ __forceinline__ int block_exscan(int v, int *sh, int *total)
+{
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int inc = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        int t = __shfl_up_sync(FULL_MASK, inc, o);
+        if (lane >= o) inc += t;
+    }
+    __syncthreads(); /* sh may still be read by a previous call */
+    if (lane == 31) sh[w] = inc;
+    __syncthreads();
+    if (w == 0) {
+        int s = lane < nw ? sh[lane] : 0;
+        for (int o = 1; o < 32; o <<= 1) {
+            int t = __shfl_up_sync(FULL_MASK, s, o);
+            if (lane >= o) s += t;
+        }
+        if (lane < nw) sh[lane] = s;
+    }
+    __syncthreads();
+    *total = sh[nw - 1];
+    return (w ? sh[w - 1] : 0) + inc - v;
+}
+
+/* ============================================================================
+ * prune-and-pack
+ * ========================================================================== */
+
+#define SC_THREADS 128 /* columns per scoring CTA (rounded down to whole blocks) */
+
+/* scores (nbr*nbc) float64: squared norm of block (i,j).  CTA (i, column
+ * tile): each thread sums one column of the block row down its b rows
+ * (coalesced across the warp), then one thread per block adds the block's
+ * column sums in order, so equal blocks get equal scores wherever they are. */
+__global__ void k_scores(double *__restrict__ scores, const float *__restrict__ x, int64_t R,
+                         int64_t K, int64_t s0, int64_t s1, int b, int64_t nbc)
+{
+    __shared__ double col[SC_THREADS];
+    const int bpt = SC_THREADS / b, tw = bpt * b; /* blocks and columns per tile */
+    int64_t i = blockIdx.x, r0 = i * b;
+    int64_t c = (int64_t)blockIdx.y * tw + threadIdx.x;
+    int bh = (int)min((int64_t)b, R - r0);
+    double s = 0;
+    if (threadIdx.x < tw && c < K) {
+        const float *p = x + r0 * s0 + c * s1;
+        int r = 0;
+        for (; r + 8 <= bh; r += 8) {
+            float v[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) v[u] = p[(int64_t)(r + u) * s0];
+#pragma unroll
+            for (int u = 0; u < 8; u++) s = fma((double)v[u], (double)v[u], s);
+        }
+        for (; r < bh; r++) {
+            double e = p[(int64_t)r * s0];
+            s = fma(e, e, s);
+        }
+    }
+    col[threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.x < bpt) {
+        int64_t j = (int64_t)blockIdx.y * bpt + threadIdx.x;
+        if (j < nbc) {
+            double t = 0;
+            for (int q = 0; q < b; q++) t += col[threadIdx.x * b + q];
+            scores[i * nbc + j] = t;
+        }
+    }
+}
+
+/* State of the whole-tensor radix select, in device memory so that the
+ * digit picked by one launch steers the next without the host. */
+typedef struct {
+    unsigned long long prefix; /* digits fixed so far (bits >= shift) */
+    long long need;            /* how many of the boundary bucket are kept */
+    int shift;                 /* 64 = nothing fixed */
+    int done;
+    unsigned int arrive; /* CTAs finished with this pass */
+    unsigned int hist[256];
+} sel_state;
+
+__global__ void k_sel_init(sel_state *st, long long k, long long n)
+{
+    st->hist[threadIdx.x] = 0;
+    if (threadIdx.x == 0) {
+        st->prefix = 0;
+        st->need = k;
+        st->shift = 64;
+        st->done = k >= n;
+        st->arrive = 0;
+    }
+}
+
+/* Picks the digit holding the k-th largest key from a 256-bin histogram of
+ * the current bucket (the CPU's select_range step). */
+__device__ __forceinline__ void pick_digit(const unsigned int *h, unsigned long long *prefix,
+                                           int *shift, long long *need, int *done)
+{
+    int nshift = *shift - 8, d = 255;
+    long long nd = *need;
+    while ((long long)h[d] < nd) nd -= h[d--];
+    *prefix |= (unsigned long long)d << nshift;
+    *shift = nshift;
+    *need = nd;
+    *done = (long long)h[d] == nd || nshift == 0;
+}
+
+/* One digit: histogram of the keys still in the bucket; the last CTA to
+ * finish picks the digit and resets the histogram for the next launch. */
+__global__ void __launch_bounds__(256) k_sel_pass(sel_state *st, const double *__restrict__ scores,
+                                                  int64_t n)
+{
+    __shared__ unsigned int h[256];
+    __shared__ int last;
+    if (st->done) return; /* uniform: written by an earlier launch */
+    const int shift = st->shift, nshift = shift - 8;
+    const unsigned long long prefix = st->prefix;
+    h[threadIdx.x] = 0;
+    __syncthreads();
+    for (int64_t p = (int64_t)blockIdx.x * 256 + threadIdx.x; p < n; p += (int64_t)gridDim.x * 256) {
+        unsigned long long key = key_f64(scores[p]);
+        if (shift < 64 && (key >> shift) != (prefix >> shift)) continue;
+        atomicAdd(&h[(key >> nshift) & 0xff], 1u);
+    }
+    __syncthreads();
+    if (h[threadIdx.x]) atomicAdd(&st->hist[threadIdx.x], h[threadIdx.x]);
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&st->arrive, 1u) == gridDim.x - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    h[threadIdx.x] = atomicExch(&st->hist[threadIdx.x], 0u);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned long long pf = prefix;
+        int sh = shift, dn = 0;
+        long long nd = st->need;
+        pick_digit(h, &pf, &sh, &nd, &dn);
+        st->prefix = pf;
+        st->shift = sh;
+        st->need = nd;
+        st->arrive = 0;
+        st->done = dn;
+    }
+}
+
+#define TILE_THREADS 256
+#define TILE_ITEMS 4
+#define TILE (TILE_THREADS * TILE_ITEMS)
+
+/* Per tile of TILE scores (in block order): how many are in the boundary
+ * bucket and how many above it. */
+__global__ void __launch_bounds__(TILE_THREADS) k_tile_count(int *t_eq, int *t_gt,
+                                                             const double *__restrict__ scores,
+                                                             int64_t n, const sel_state *st)
+{
+    __shared__ int sh[32];
+    const int shift = st->shift;
+    const unsigned long long prefix = st->prefix;
+    int64_t p0 = (int64_t)blockIdx.x * TILE + threadIdx.x * TILE_ITEMS;
+    int e = 0, g = 0;
+#pragma unroll
+    for (int u = 0; u < TILE_ITEMS; u++)
+        if (p0 + u < n) {
+            int c = classify(scores[p0 + u], shift, prefix);
+            e += c == 1;
+            g += c == 2;
+        }
+    e = sq_block_sum(e, sh);
+    g = sq_block_sum(g, sh);
+    if (threadIdx.x == 0) {
+        t_eq[blockIdx.x] = e;
+        t_gt[blockIdx.x] = g;
+    }
+}
+
+/* One CTA: exclusive scans over the tiles of the bucket counts (for the
+ * tie-break by index) and of the kept counts (for the slots). */
+__global__ void __launch_bounds__(1024) k_tile_scan(int *eq_base, int *kept_base,
+                                                    const int *t_eq, const int *t_gt, int64_t T,
+                                                    const sel_state *st, int64_t *row_ptr_end)
+{
+    __shared__ int sh[32];
+    const long long need = st->need;
+    long long ceq = 0, ck = 0;
+    for (int64_t c0 = 0; c0 < T; c0 += blockDim.x) {
+        int64_t t = c0 + threadIdx.x;
+        int e = t < T ? t_eq[t] : 0, g = t < T ? t_gt[t] : 0, tot;
+        long long eb = ceq + block_exscan(e, sh, &tot);
+        long long room = need - eb;
+        int kept = g + (int)(room <= 0 ? 0 : room >= e ? e : room);
+        ceq += tot;
+        int exk = block_exscan(kept, sh, &tot);
+        if (t < T) {
+            eq_base[t] = (int)eb;
+            kept_base[t] = (int)(ck + exk);
+        }
+        ck += tot;
+    }
+    if (threadIdx.x == 0) *row_ptr_end = ck;
+}
+
+/* Per tile: decides every block, gives each kept block its slot (block
+ * order), writes the slot map, the slot -> block map, col_idx and row_ptr. */
+__global__ void __launch_bounds__(TILE_THREADS) k_tile_write(
+    int *__restrict__ slotmap, int *__restrict__ blk_id, int32_t *__restrict__ col_idx,
+    int64_t *__restrict__ row_ptr, const double *__restrict__ scores, int64_t n, int64_t nbc,
+    const sel_state *st, const int *eq_base, const int *kept_base)
+{
+    __shared__ int sh[32];
+    const int shift = st->shift;
+    const unsigned long long prefix = st->prefix;
+    const long long need = st->need;
+    int64_t p0 = (int64_t)blockIdx.x * TILE + threadIdx.x * TILE_ITEMS;
+    int cls[TILE_ITEMS], e = 0, tot;
+#pragma unroll
+    for (int u = 0; u < TILE_ITEMS; u++) {
+        cls[u] = p0 + u < n ? classify(scores[p0 + u], shift, prefix) : 0;
+        e += cls[u] == 1;
+    }
+    long long eqr = eq_base[blockIdx.x] + block_exscan(e, sh, &tot);
+    int keep[TILE_ITEMS], k = 0;
+#pragma unroll
+    for (int u = 0; u < TILE_ITEMS; u++) {
+        keep[u] = cls[u] == 2 || (cls[u] == 1 && eqr < need);
+        eqr += cls[u] == 1;
+        k += keep[u];
+    }
+    int pos = kept_base[blockIdx.x] + block_exscan(k, sh, &tot);
+#pragma unroll
+    for (int u = 0; u < TILE_ITEMS; u++) {
+        int64_t p = p0 + u;
+        if (p >= n) break;
+        int64_t j = p % nbc;
+        if (j == 0) row_ptr[p / nbc] = pos;
+        if (keep[u]) {
+            slotmap[p] = pos;
+            blk_id[pos] = (int)p;
+            col_idx[pos] = (int32_t)j;
+            pos++;
+        } else {
+            slotmap[p] = -1;
+        }
+    }
+}
+
+/* Scope row: one CTA per block row selects its kr best of nbc (radix select
+ * in shared memory, then the same ordered tie-break) and writes its slots. */
+__global__ void __launch_bounds__(256) k_row_select(int *__restrict__ slotmap,
+                                                    int *__restrict__ blk_id,
+                                                    int32_t *__restrict__ col_idx,
+                                                    int64_t *__restrict__ row_ptr,
+                                                    const double *__restrict__ scores, int64_t nbr,
+                                                    int64_t nbc, int64_t kr)
+{
+    __shared__ unsigned int h[256];
+    __shared__ int sh[32];
+    __shared__ unsigned long long s_prefix;
+    __shared__ long long s_need;
+    __shared__ int s_shift, s_done;
+    const int64_t i = blockIdx.x;
+    const double *s = scores + i * nbc;
+    if (threadIdx.x == 0) {
+        s_prefix = 0;
+        s_need = kr < nbc ? kr : nbc;
+        s_shift = 64;
+        s_done = kr >= nbc;
+    }
+    for (;;) {
+        __syncthreads();
+        if (s_done) break;
+        const int shift = s_shift, nshift = shift - 8;
+        const unsigned long long prefix = s_prefix;
+        h[threadIdx.x] = 0;
+        __syncthreads();
+        for (int64_t j = threadIdx.x; j < nbc; j += blockDim.x) {
+            unsigned long long key = key_f64(s[j]);
+            if (shift < 64 && (key >> shift) != (prefix >> shift)) continue;
+            atomicAdd(&h[(key >> nshift) & 0xff], 1u);
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            unsigned long long pf = prefix;
+            int shf = shift, dn = 0;
+            long long nd = s_need;
+            pick_digit(h, &pf, &shf, &nd, &dn);
+            s_prefix = pf;
+            s_shift = shf;
+            s_need = nd;
+            s_done = dn;
+        }
+    }
+    const int shift = s_shift;
+    const unsigned long long prefix = s_prefix;
+    const long long need = s_need;
+    const int64_t kk = kr < nbc ? kr : nbc;
+    long long ceq = 0, ck = 0;
+    for (int64_t c0 = 0; c0 < nbc; c0 += blockDim.x) {
+        int64_t j = c0 + threadIdx.x;
+        int c = j < nbc ? classify(s[j], shift, prefix) : 0, tot;
+        long long eqr = ceq + block_exscan(c == 1, sh, &tot);
+        int keep = c == 2 || (c == 1 && eqr < need);
+        ceq += tot;
+        int exk = block_exscan(keep, sh, &tot);
+        if (j < nbc) {
+            int64_t p = i * nbc + j;
+            if (keep) {
+                int64_t pos = i * kk + ck + exk;
+                slotmap[p] = (int)pos;
+                blk_id[pos] = (int)p;
+                col_idx[pos] = (int32_t)j;
+            } else {
+                slotmap[p] = -1;
+            }
+        }
+        ck += tot;
+    }
+    if (threadIdx.x == 0) {
+        row_ptr[i] = i * kk;
+        if (i == nbr - 1) row_ptr[nbr] = nbr * kk;
+    }
+}
+
+#define COL_THREADS 256
+#define COL_ITEMS 4
+
+/* Kept blocks per block column (one CTA per column). */
+__global__ void __launch_bounds__(COL_THREADS) k_col_count(int *colcnt, const int *__restrict__ slotmap,
+                                                           int64_t nbr, int64_t nbc)
+{
+    __shared__ int sh[32];
+    const int64_t j = blockIdx.x;
+    int c = 0;
+    for (int64_t i = threadIdx.x; i < nbr; i += blockDim.x) c += slotmap[i * nbc + j] >= 0;
+    c = sq_block_sum(c, sh);
+    if (threadIdx.x == 0) colcnt[j] = c;
+}
+
+/* col_ptr (n+1) = exclusive prefix sums of cnt (n), col_ptr[n] = total. One CTA. */
+__global__ void __launch_bounds__(1024) k_exscan_ptr(int64_t *col_ptr, const int *cnt, int64_t n)
+{
+    __shared__ int sh[32];
+    long long carry = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += blockDim.x) {
+        int64_t t = c0 + threadIdx.x;
+        int tot, v = t < n ? cnt[t] : 0;
+        int ex = block_exscan(v, sh, &tot);
+        if (t < n) col_ptr[t] = carry + ex;
+        carry += tot;
+    }
+    if (threadIdx.x == 0) col_ptr[n] = carry;
+}
+
+/* Transposed index: column j's kept blocks in ascending block row. */
+__global__ void __launch_bounds__(COL_THREADS) k_col_fill(int32_t *__restrict__ t_row,
+                                                          int32_t *__restrict__ t_blk,
+                                                          const int64_t *__restrict__ col_ptr,
+                                                          const int *__restrict__ slotmap,
+                                                          int64_t nbr, int64_t nbc)
+{
+    __shared__ int sh[32];
+    const int64_t j = blockIdx.x;
+    int64_t q = col_ptr[j];
+    for (int64_t c0 = 0; c0 < nbr; c0 += COL_THREADS * COL_ITEMS) {
+        int64_t i0 = c0 + (int64_t)threadIdx.x * COL_ITEMS;
+        int sl[COL_ITEMS], f = 0, tot;
+#pragma unroll
+        for (int u = 0; u < COL_ITEMS; u++) {
+            sl[u] = i0 + u < nbr ? slotmap[(i0 + u) * nbc + j] : -1;
+            f += sl[u] >= 0;
+        }
+        int64_t pos = q + block_exscan(f, sh, &tot);
+#pragma unroll
+        for (int u = 0; u < COL_ITEMS; u++)
+            if (sl[u] >= 0) {
+                t_row[pos] = (int32_t)(i0 + u);
+                t_blk[pos] = sl[u];
+                pos++;
+            }
+        q += tot;
+    }
+}
+
+/* values (nnzb,b,b) <- the kept blocks of x, zero padding.  A CTA copies
+ * `spc` consecutive slots; W = 4: 16-byte loads and stores (b % 4 == 0,
+ * x rows 16-byte aligned), W = 1 otherwise. */
+template <int W>
+__global__ void __launch_bounds__(256) k_pack(float *__restrict__ values, const int *__restrict__ blk_id,
+                                              int64_t nnzb, int spc, const float *__restrict__ x,
+                                              int64_t R, int64_t K, int64_t s0, int64_t s1, int b,
+                                              int64_t nbc)
+{
+    const int bb = b * b, cps = bb / W; /* chunks per slot */
+    const int64_t first = (int64_t)blockIdx.x * spc;
+    const int nsl = (int)min((int64_t)spc, nnzb - first);
+    const int n = nsl * cps;
+    constexpr int U = 4;
+    for (int base = threadIdx.x; base < n; base += U * 256) {
+        float v[U][W];
+        int64_t dst[U];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            int lq = base + u * 256;
+            dst[u] = -1;
+            if (lq >= n) continue;
+            int sl = lq / cps, w = (lq - sl * cps) * W, r = w / b, c = w - r * b;
+            int64_t slot = first + sl, id = blk_id[slot], i = id / nbc, j = id - i * nbc;
+            int64_t row = i * b + r, col = j * b + c;
+            dst[u] = slot * bb + w;
+            if (W == 4 && row < R && col + 3 < K) {
+                float4 t = *reinterpret_cast<const float4 *>(x + row * s0 + col);
+                v[u][0] = t.x;
+                v[u][1] = t.y;
+                v[u][2] = t.z;
+                v[u][3] = t.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < W; e++)
+                    v[u][e] = row < R && col + e < K ? x[row * s0 + (col + e) * s1] : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            if (dst[u] < 0) continue;
+            if (W == 4)
+                *reinterpret_cast<float4 *>(values + dst[u]) =
+                    make_float4(v[u][0], v[u][W > 1 ? 1 : 0], v[u][W > 2 ? 2 : 0], v[u][W > 3 ? 3 : 0]);
+            else
+                values[dst[u]] = v[u][0];
+        }
+    }
+}
+
+/* ---- host ------------------------------------------------------------------------------ */
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+extern "C" sq_status sq_cuda_bsr_shape(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
+                                       sq_prune_scope scope, sq_cuda_bsr *m)
+{
+    memset(m, 0, sizeof *m);
+    if (b < 1) return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: block size %lld must be >= 1", (long long)b);
+    if (R < 0 || K < 0)
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: negative size %lldx%lld", (long long)R, (long long)K);
+    if (!(keep > 0 && keep <= 1))
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: keep ratio %g must be in (0,1]", keep);
+    if ((unsigned)scope >= SQ_PRUNE_NSCOPES)
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: unknown scope %d", (int)scope);
+    int64_t nbr = cdiv(R, b), nbc = cdiv(K, b);
+    if (nbr > INT32_MAX || nbc > INT32_MAX || (nbc > 0 && nbr > INT32_MAX / nbc))
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: a %lldx%lld block grid has more than 2^31-1 blocks",
+                       (long long)nbr, (long long)nbc);
+    m->rows = R;
+    m->cols = K;
+    m->b = b;
+    m->nbr = nbr;
+    m->nbc = nbc;
+    m->nnzb = scope == SQ_PRUNE_SCOPE_TENSOR ? sq_select_count(keep, nbr * nbc)
+                                             : nbr * sq_select_count(keep, nbc);
+    return SQ_OK;
+}
+
+/* the six buffers in one table, for alloc / free / bytes */
+static void bsr_bufs(sq_cuda_bsr *m, void ***pp, size_t *bytes)
+{
+    pp[0] = (void **)&m->row_ptr;
+    bytes[0] = (size_t)(m->nbr + 1) * 8;
+    pp[1] = (void **)&m->col_idx;
+    bytes[1] = (size_t)m->nnzb * 4;
+    pp[2] = (void **)&m->values;
+    bytes[2] = (size_t)m->nnzb * (size_t)(m->b * m->b) * 4;
+    pp[3] = (void **)&m->col_ptr;
+    bytes[3] = (size_t)(m->nbc + 1) * 8;
+    pp[4] = (void **)&m->t_row;
+    bytes[4] = (size_t)m->nnzb * 4;
+    pp[5] = (void **)&m->t_blk;
+    bytes[5] = (size_t)m->nnzb * 4;
+}
+
+extern "C" sq_status sq_cuda_bsr_alloc(sq_ctx *ctx, sq_cuda_bsr *m, sq_mem_cat cat)
+{
+    SQ_CUDA_ENTER(ctx, "bsr_alloc");
+    if ((unsigned)cat >= SQ_MEM_NCAT)
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_alloc: unknown memory category %d", (int)cat);
+    void **pp[6];
+    size_t bytes[6];
+    bsr_bufs(m, pp, bytes);
+    for (int q = 0; q < 6; q++) *pp[q] = NULL;
+    m->cat = cat;
+    for (int q = 0; q < 6; q++) {
+        sq_status st = sq_cuda_alloc(ctx, bytes[q], pp[q]);
+        if (st != SQ_OK) {
+            for (int r = 0; r < q; r++) {
+                sq_mem_sub(ctx, SQ_CUDA, cat, (int64_t)bytes[r]);
+                sq_cuda_free_block(ctx, *pp[r]);
+                *pp[r] = NULL;
+            }
+            return st;
+        }
+        sq_mem_add(ctx, SQ_CUDA, cat, (int64_t)bytes[q]);
+    }
+    return SQ_OK;
+}
+
+extern "C" void sq_cuda_bsr_free(sq_ctx *ctx, sq_cuda_bsr *m)
+{
+    if (!m || !ctx || !ctx->cuda) return;
+    void **pp[6];
+    size_t bytes[6];
+    bsr_bufs(m, pp, bytes);
+    for (int q = 0; q < 6; q++)
+        if (*pp[q]) {
+            sq_mem_sub(ctx, SQ_CUDA, m->cat, (int64_t)bytes[q]);
+            sq_cuda_free_block(ctx, *pp[q]);
+            *pp[q] = NULL;
+        }
+}
+
+extern "C" int64_t sq_cuda_bsr_bytes(const sq_cuda_bsr *m)
+{
+    if (!m) return 0;
+    sq_cuda_bsr c = *m;
+    void **pp[6];
+    size_t bytes[6];
+    bsr_bufs(&c, pp, bytes);
+    int64_t t = 0;
+    for (int q = 0; q < 6; q++) t += (int64_t)bytes[q];
+    return t;
+}
+
+static sq_status need_bsr(sq_ctx *ctx, const char *fn, const sq_cuda_bsr *m)
+{
+    if (!m) return sq_fail(ctx, SQ_ERR_ARG, "%s: matrix is missing", fn);
+    if (!m->row_ptr || !m->col_ptr || (m->nnzb > 0 && (!m->col_idx || !m->values || !m->t_row || !m->t_blk)))
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: matrix buffers are not allocated (sq_cuda_bsr_alloc)", fn);
+    if (m->b < 1 || m->nbr != cdiv(m->rows, m->b) || m->nbc != cdiv(m->cols, m->b) || m->nnzb < 0 ||
+        m->nnzb > m->nbr * m->nbc)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: inconsistent BSR sizes (rows %lld, cols %lld, b %lld, "
+                       "%lldx%lld blocks, nnzb %lld)", fn, (long long)m->rows, (long long)m->cols,
+                       (long long)m->b, (long long)m->nbr, (long long)m->nbc, (long long)m->nnzb);
+    return SQ_OK;
+}
+
+/* aligned carving of one workspace block */
+static void *carve(char **p, size_t bytes)
+{
+    void *r = *p;
+    *p += (bytes + 255) & ~(size_t)255;
+    return r;
+}
+
+extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
+                                            int64_t s1, double keep, sq_prune_scope scope)
+{
+    const char *fn = "bsr_prune_pack";
+    SQ_CUDA_ENTER(ctx, fn);
+    SQ_TRY(need_bsr(ctx, fn, m));
+    sq_cuda_bsr want;
+    SQ_TRY(sq_cuda_bsr_shape(ctx, m->rows, m->cols, m->b, keep, scope, &want));
+    if (want.nnzb != m->nnzb)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: the matrix has room for %lld blocks, keep %g (scope %s) "
+                       "of %lldx%lld blocks keeps %lld (shape it with sq_cuda_bsr_shape)", fn,
+                       (long long)m->nnzb, keep, sq_prune_scope_name(scope), (long long)m->nbr,
+                       (long long)m->nbc, (long long)want.nnzb);
+    const int64_t R = m->rows, K = m->cols, b = m->b, nbr = m->nbr, nbc = m->nbc, nb = nbr * nbc;
+    if (b > SC_THREADS)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: block size %lld > %d is not supported on the GPU", fn,
+                       (long long)b, SC_THREADS);
+    if (nb > 0 && (!x || s0 < 0 || s1 < 0))
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: x is missing or has negative strides", fn);
+    sq_cuda_ctx *cu = ctx->cuda;
+    cudaStream_t s = cu->stream;
+    if (nb == 0) { /* no blocks: empty row and column pointers */
+        cudaMemsetAsync(m->row_ptr, 0, (size_t)(nbr + 1) * 8, s);
+        cudaMemsetAsync(m->col_ptr, 0, (size_t)(nbc + 1) * 8, s);
+        return sq_cuda_launched(ctx, fn, "empty %lldx%lld", (long long)R, (long long)K);
+    }
+    const int bpt = SC_THREADS / (int)b;
+    if (cdiv(nbc, bpt) > 65535)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: %lld columns in blocks of %lld: too many for the scoring grid",
+                       fn, (long long)K, (long long)b);
+    const int64_t T = cdiv(nb, TILE);
+    size_t ws_bytes = 0;
+    {
+        size_t parts[] = {(size_t)nb * 8, (size_t)nb * 4, (size_t)m->nnzb * 4 + 4, (size_t)T * 16,
+                          sizeof(sel_state), (size_t)nbc * 4};
+        for (size_t q = 0; q < sizeof parts / sizeof *parts; q++) ws_bytes += (parts[q] + 255) & ~(size_t)255;
+    }
+    void *ws = NULL;
+    SQ_TRY(sq_cuda_ws_alloc(ctx, ws_bytes, &ws));
+    char *wp = (char *)ws;
+    double *scores = (double *)carve(&wp, (size_t)nb * 8);
+    int *slotmap = (int *)carve(&wp, (size_t)nb * 4);
+    int *blk_id = (int *)carve(&wp, (size_t)m->nnzb * 4 + 4);
+    int *t_eq = (int *)carve(&wp, (size_t)T * 16), *t_gt = t_eq + T, *eq_base = t_gt + T,
+        *kept_base = eq_base + T;
+    sel_state *sel = (sel_state *)carve(&wp, sizeof(sel_state));
+    int *colcnt = (int *)carve(&wp, (size_t)nbc * 4);
+    sq_status st = SQ_OK;
+
+    /* 1. scores: the first pass over x */
+    k_scores<<<dim3((unsigned)nbr, (unsigned)cdiv(nbc, bpt)), SC_THREADS, 0, s>>>(scores, x, R, K, s0, s1,
+                                                                                  (int)b, nbc);
+    st = sq_cuda_launched(ctx, "bsr_prune_pack/scores", "R %lld, K %lld, b %lld", (long long)R,
+                          (long long)K, (long long)b);
+    /* 2. select, slots, row_ptr, col_idx */
+    if (st == SQ_OK && scope == SQ_PRUNE_SCOPE_TENSOR) {
+        k_sel_init<<<1, 256, 0, s>>>(sel, (long long)m->nnzb, (long long)nb);
+        int64_t g = cdiv(nb, 1024);
+        unsigned grid = (unsigned)(g < 4 * cu->sm_count ? g : 4 * cu->sm_count);
+        for (int pass = 0; pass < 8; pass++) k_sel_pass<<<grid, 256, 0, s>>>(sel, scores, nb);
+        k_tile_count<<<(unsigned)T, TILE_THREADS, 0, s>>>(t_eq, t_gt, scores, nb, sel);
+        k_tile_scan<<<1, 1024, 0, s>>>(eq_base, kept_base, t_eq, t_gt, T, sel, m->row_ptr + nbr);
+        k_tile_write<<<(unsigned)T, TILE_THREADS, 0, s>>>(slotmap, blk_id, m->col_idx, m->row_ptr, scores, nb,
+                                                          nbc, sel, eq_base, kept_base);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/select", "%lld blocks, keep %lld", (long long)nb,
+                              (long long)m->nnzb);
+    } else if (st == SQ_OK) {
+        k_row_select<<<(unsigned)nbr, 256, 0, s>>>(slotmap, blk_id, m->col_idx, m->row_ptr, scores, nbr,
+                                                   nbc, m->nnzb / nbr);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/select_rows", "%lld x %lld blocks, keep %lld per row",
+                              (long long)nbr, (long long)nbc, (long long)(m->nnzb / nbr));
+    }
+    /* 3. transposed index */
+    if (st == SQ_OK) {
+        k_col_count<<<(unsigned)nbc, COL_THREADS, 0, s>>>(colcnt, slotmap, nbr, nbc);
+        k_exscan_ptr<<<1, 1024, 0, s>>>(m->col_ptr, colcnt, nbc);
+        k_col_fill<<<(unsigned)nbc, COL_THREADS, 0, s>>>(m->t_row, m->t_blk, m->col_ptr, slotmap, nbr, nbc);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/transpose", "%lld x %lld blocks", (long long)nbr,
+                              (long long)nbc);
+    }
+    /* 4. pack: the second pass over x, kept blocks only */
+    if (st == SQ_OK && m->nnzb > 0) {
+        int vec = s1 == 1 && s0 % 4 == 0 && b % 4 == 0 && ((uintptr_t)x & 15) == 0;
+        int cps = (int)(b * b) / (vec ? 4 : 1);
+        int spc = 2048 / cps > 1 ? 2048 / cps : 1;
+        unsigned grid = (unsigned)cdiv(m->nnzb, spc);
+        if (vec)
+            k_pack<4><<<grid, 256, 0, s>>>(m->values, blk_id, m->nnzb, spc, x, R, K, s0, s1, (int)b, nbc);
+        else
+            k_pack<1><<<grid, 256, 0, s>>>(m->values, blk_id, m->nnzb, spc, x, R, K, s0, s1, (int)b, nbc);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/pack", "%lld blocks of %lldx%lld%s", (long long)m->nnzb,
+                              (long long)b, (long long)b, vec ? ", 16-byte" : "");
+    }
+    sq_cuda_ws_free(ctx, ws, ws_bytes); /* stream-ordered reuse: safe */
+    return st;
+}
+
+/* x (R,K) <- m: one CTA per block row scatters its blocks (x zeroed first). */
+__global__ void k_to_dense(float *__restrict__ x, const int64_t *__restrict__ row_ptr,
+                           const int32_t *__restrict__ col_idx, const float *__restrict__ values,
+                           int64_t R, int64_t K, int b)
+{
+    const int64_t i = blockIdx.x;
+    const int bb = b * b;
+    for (int64_t p = row_ptr[i]; p < row_ptr[i + 1]; p++) {
+        int64_t j = col_idx[p];
+        for (int w = threadIdx.x; w < bb; w += blockDim.x) {
+            int r = w / b, c = w - r * b;
+            int64_t row = i * b + r, col = j * b + c;
+            if (row < R && col < K) x[row * K + col] = values[p * bb + w];
+        }
+    }
+}
+
+extern "C" sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_bsr *m)
+{
+    SQ_CUDA_ENTER(ctx, "bsr_to_dense");
+    SQ_TRY(need_bsr(ctx, "bsr_to_dense", m));
+    if (m->rows * m->cols == 0) return SQ_OK;
+    if (!x) return sq_fail(ctx, SQ_ERR_ARG, "bsr_to_dense: output is missing");
+    cudaStream_t s = ctx->cuda->stream;
+    cudaMemsetAsync(x, 0, (size_t)(m->rows * m->cols) * 4, s);
+    k_to_dense<<<(unsigned)m->nbr, 256, 0, s>>>(x, m->row_ptr, m->col_idx, m->values, m->rows, m->cols,
+                                                (int)m->b);
+    return sq_cuda_launched(ctx, "bsr_to_dense", "%lldx%lld, b %lld", (long long)m->rows,
+                            (long long)m->cols, (long long)m->b);
+}
+
+/* ============================================================================
+ * BSR weight gradient: dW (M,K) = dyᵀ (M,R) · x̂ (R,K)
+ * ========================================================================== */
+
+#define DW_THREADS 256
+#define DW_MT 128 /* dW rows per CTA */
+#define DW_NT 128 /* dW columns per CTA: a group of 128/b block columns */
+#define DW_STAGES 3
+#define DW_LD (128 + 8) /* shared row pitch: 8 (mod 32) words, so fragment loads hit 32 banks */
+#define DW_RING 4       /* stage descriptors live DW_STAGES+1 iterations */
+
+__device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
+{
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async4(void *smem, const void *gmem, int src_bytes)
+{
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(sa), "l"(gmem), "r"(src_bytes)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ unsigned to_tf32(float f)
+{
+    unsigned r;
+    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
+    return r;
+}
+
+/* d (16x8) += a (16x8, row) · b (8x8, col), TF32 inputs, fp32 accumulation */
+__device__ __forceinline__ void mma_tf32(float *d, const unsigned *a, const unsigned *b)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+/* One stage: chunk `chunk` (KC rows) of block row `row` for the present
+ * block columns of the group.  row < 0: no more stages. */
+template <int G> struct dw_desc {
+    int row;
+    unsigned mask;
+    int chunk;
+    int blk[G];
+};
+
+/* Grid: linear over (split, m tile, group), group fastest so that CTAs
+ * running together read the same rows of dy.  Writes the (M,K) tile either
+ * into dw (splits == 1) or into partial tile `split` of out (ld K). */
+template <int B, bool X3, bool VEC>
+__global__ void __launch_bounds__(DW_THREADS, 2)
+    k_bsr_dw(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
+             int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
+             const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
+             int64_t K, int64_t nbr, int64_t nbc, int groups, int mtiles, int splits)
+{
+    constexpr int G = DW_NT / B;          /* block columns per CTA */
+    constexpr int KC = B < 32 ? B : 32;   /* rows of a block per stage */
+    constexpr int CPB = B / KC;           /* stages per block row */
+    constexpr int STAGE = KC * DW_LD;     /* floats per operand per stage */
+    extern __shared__ __align__(16) float smem[];
+    float *sA = smem;                     /* [STAGES][KC][DW_LD]: dy rows, m contiguous */
+    float *sB = smem + DW_STAGES * STAGE; /* [STAGES][KC][DW_LD]: block rows, n contiguous */
+    __shared__ dw_desc<G> desc[DW_RING];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t lin = blockIdx.x;
+    const int grp = (int)(lin % groups);
+    const int mt = (int)((lin / groups) % mtiles);
+    const int split = (int)(lin / ((int64_t)groups * mtiles));
+    const int64_t m0 = (int64_t)mt * DW_MT, n0 = (int64_t)grp * DW_NT;
+    const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
+
+    /* warp 0 walks the group's column lists: lane g < G owns column grp*G+g */
+    int cur = 0, end = 0, head = INT_MAX, chunk = 0, myblk = 0, crow = -1;
+    unsigned cmask = 0;
+    if (warp == 0) {
+        int64_t j = (int64_t)grp * G + lane;
+        if (lane < G && j < nbc) {
+            int64_t lo = col_ptr[j], hi = col_ptr[j + 1];
+            /* first position with t_row >= ib, then >= ie */
+            int64_t a = lo, z = hi;
+            while (a < z) {
+                int64_t md = (a + z) >> 1;
+                if (t_row[md] < ib) a = md + 1;
+                else z = md;
+            }
+            cur = (int)a;
+            z = hi;
+            while (a < z) {
+                int64_t md = (a + z) >> 1;
+                if (t_row[md] < ie) a = md + 1;
+                else z = md;
+            }
+            end = (int)a;
+            head = cur < end ? t_row[cur] : INT_MAX;
+        }
+    }
+    /* warp 0: the descriptor of the next stage into ring slot `slot` */
+    auto make_desc = [&](int slot) {
+        if (chunk == 0) {
+            int mn = __reduce_min_sync(FULL_MASK, head);
+            if (mn == INT_MAX) {
+                crow = -1;
+                cmask = 0;
+            } else {
+                cmask = __ballot_sync(FULL_MASK, head == mn);
+                crow = mn;
+                if (head == mn) {
+                    myblk = t_blk[cur];
+                    cur++;
+                    head = cur < end ? t_row[cur] : INT_MAX;
+                }
+            }
+        }
+        if (lane < G) desc[slot].blk[lane] = myblk;
+        if (lane == 0) {
+            desc[slot].row = crow;
+            desc[slot].mask = cmask;
+            desc[slot].chunk = chunk;
+        }
+        if (crow >= 0) chunk = chunk + 1 == CPB ? 0 : chunk + 1;
+    };
+
+    auto load_stage = [&](int st, const dw_desc<G> &d) {
+        float *a = sA + st * STAGE, *bm = sB + st * STAGE;
+        const int64_t r0 = (int64_t)d.row * B + d.chunk * KC;
+        if (VEC) {
+#pragma unroll
+            for (int q = tid; q < KC * 32; q += DW_THREADS) {
+                int kk = q >> 5, mq = (q & 31) * 4;
+                int64_t r = r0 + kk, mm = m0 + mq;
+                bool ok = r < R && mm < M;
+                cp_async16(a + kk * DW_LD + mq, ok ? dy + r * ldy + mm : dy, ok ? 16 : 0);
+            }
+        } else {
+#pragma unroll 4
+            for (int q = tid; q < KC * 128; q += DW_THREADS) {
+                int kk = q >> 7, mq = q & 127;
+                int64_t r = r0 + kk, mm = m0 + mq;
+                bool ok = r < R && mm < M;
+                cp_async4(a + kk * DW_LD + mq, ok ? dy + r * ldy + mm : dy, ok ? 4 : 0);
+            }
+        }
+        constexpr int CPBLK = KC * B / 4; /* 16-byte chunks of one block per stage */
+#pragma unroll
+        for (int q = tid; q < G * CPBLK; q += DW_THREADS) {
+            int g = q / CPBLK, w = q - g * CPBLK;
+            if (!((d.mask >> g) & 1u)) continue;
+            int kk = w / (B / 4), n = (w - kk * (B / 4)) * 4;
+            const float *src = vals + (int64_t)d.blk[g] * (B * B) + (int64_t)(d.chunk * KC + kk) * B + n;
+            cp_async16(bm + kk * DW_LD + g * B + n, src, 16);
+        }
+    };
+
+    /* warp tile 64 (m) x 32 (n): 2 x 4 warps */
+    const int wm0 = (warp & 1) * 64, wn0 = (warp >> 1) * 32;
+    const int gid = lane >> 2, tig = lane & 3;
+    float acc[4][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) acc[mi][ni][e] = 0.f;
+
+    /* prologue: descriptors for stages 0..STAGES-1, loads for 0..STAGES-2 */
+    if (warp == 0)
+        for (int q = 0; q < DW_STAGES; q++) make_desc(q);
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < DW_STAGES - 1; q++) {
+        if (desc[q].row >= 0) load_stage(q, desc[q]);
+        cp_async_commit();
+    }
+
+    for (int it = 0;; it++) {
+        cp_async_wait<DW_STAGES - 2>();
+        __syncthreads();
+        const int row = desc[it % DW_RING].row;
+        if (row < 0) break; /* uniform */
+        const unsigned mask = desc[it % DW_RING].mask;
+        {
+            const int nx = it + DW_STAGES - 1;
+            const dw_desc<G> &dn = desc[nx % DW_RING];
+            if (dn.row >= 0) load_stage(nx % DW_STAGES, dn);
+            cp_async_commit();
+        }
+        /* slot (it+STAGES) % RING held stage it-1, consumed before the barrier above */
+        if (warp == 0) make_desc((it + DW_STAGES) % DW_RING);
+
+        /* which of this warp's four n8 tiles have a kept block */
+        unsigned pres = 0;
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++) pres |= ((mask >> ((wn0 + ni * 8) / B)) & 1u) << ni;
+        if (pres) {
+            const float *a = sA + (it % DW_STAGES) * STAGE, *bm = sB + (it % DW_STAGES) * STAGE;
+#pragma unroll
+            for (int k8 = 0; k8 < KC / 8; k8++) {
+                const float *ak = a + (k8 * 8 + tig) * DW_LD + wm0 + gid;
+                const float *bk = bm + (k8 * 8 + tig) * DW_LD + wn0 + gid;
+                unsigned ah[4][4], al[4][4];
+#pragma unroll
+                for (int mi = 0; mi < 4; mi++) {
+                    float f[4] = {ak[mi * 16], ak[mi * 16 + 8], ak[4 * DW_LD + mi * 16],
+                                  ak[4 * DW_LD + mi * 16 + 8]};
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        ah[mi][e] = to_tf32(f[e]);
+                        if (X3) al[mi][e] = to_tf32(f[e] - __uint_as_float(ah[mi][e]));
+                    }
+                }
+#pragma unroll
+                for (int ni = 0; ni < 4; ni++) {
+                    if (!((pres >> ni) & 1u)) continue;
+                    float f0 = bk[ni * 8], f1 = bk[4 * DW_LD + ni * 8];
+                    unsigned bh[2] = {to_tf32(f0), to_tf32(f1)};
+                    if (X3) {
+                        unsigned bl[2] = {to_tf32(f0 - __uint_as_float(bh[0])),
+                                          to_tf32(f1 - __uint_as_float(bh[1]))};
+#pragma unroll
+                        for (int mi = 0; mi < 4; mi++) {
+                            mma_tf32(acc[mi][ni], al[mi], bh);
+                            mma_tf32(acc[mi][ni], ah[mi], bl);
+                        }
+                    }
+#pragma unroll
+                    for (int mi = 0; mi < 4; mi++) mma_tf32(acc[mi][ni], ah[mi], bh);
+                }
+            }
+        }
+    }
+
+    /* epilogue: every element of the tile inside (M,K) is written (zeros
+     * where the group holds no kept block) */
+    float *o = out + (int64_t)split * split_stride;
+#pragma unroll
+    for (int mi = 0; mi < 4; mi++)
+#pragma unroll
+        for (int ni = 0; ni < 4; ni++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int64_t mm = m0 + wm0 + mi * 16 + gid + (e >> 1) * 8;
+                int64_t nn = n0 + wn0 + ni * 8 + tig * 2 + (e & 1);
+                if (mm < M && nn < K) o[mm * ldo + nn] = acc[mi][ni][e];
+            }
+}
+
+/* dw (M,K) = sum over splits of part (splits, M, K), in split order */
+__global__ void k_split_sum(float *__restrict__ dw, int64_t ldw, const float *__restrict__ part,
+                            int splits, int64_t M, int64_t K)
+{
+    const int64_t n = M * K;
+    SQ_GRID_LOOP(e, n)
+    {
+        float s = 0.f;
+        for (int q = 0; q < splits; q++) s += part[q * n + e];
+        int64_t mm = e / K;
+        dw[mm * ldw + (e - mm * K)] = s;
+    }
+}
+
+template <int B, bool X3, bool VEC>
+static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, int64_t sstride,
+                           const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups,
+                           int mtiles, int splits)
+{
+    constexpr int KC = B < 32 ? B : 32;
+    const size_t smem = (size_t)2 * DW_STAGES * KC * DW_LD * sizeof(float);
+    auto kern = k_bsr_dw<B, X3, VEC>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
+                       smem, cudaGetErrorString(e));
+    }
+    kern<<<grid, DW_THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
+                                                       m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
+                                                       m->nbc, groups, mtiles, splits);
+    return SQ_OK;
+}
+
+template <int B>
+static sq_status launch_dw_b(sq_ctx *ctx, int x3, int vec, unsigned grid, float *out, int64_t ldo,
+                             int64_t sstride, const float *dy, int64_t ldy, const sq_cuda_bsr *m,
+                             int64_t M, int groups, int mtiles, int splits)
+{
+    if (x3)
+        return vec ? launch_dw<B, true, true>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
+                   : launch_dw<B, true, false>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits);
+    return vec ? launch_dw<B, false, true>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
+               : launch_dw<B, false, false>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits);
+}
+
+extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
+                                    int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits)
+{
+    const char *fn = "bsr_dw";
+    SQ_CUDA_ENTER(ctx, fn);
+    SQ_TRY(need_bsr(ctx, fn, m));
+    const int64_t R = m->rows, K = m->cols, b = m->b;
+    if (b != 8 && b != 16 && b != 32 && b != 64)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: block size %lld: the GPU kernel takes 8, 16, 32 or 64", fn,
+                       (long long)b);
+    if (prec != SQ_CUDA_DW_TF32 && prec != SQ_CUDA_DW_3XTF32)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: unknown precision %d", fn, (int)prec);
+    if (M < 0 || splits < 0)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: M = %lld and splits = %d must be >= 0", fn, (long long)M, splits);
+    if (ldy < (M > 1 ? M : 1) || ldw < (K > 1 ? K : 1))
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: row strides too small (ldy %lld for M %lld, ldw %lld for K %lld)",
+                       fn, (long long)ldy, (long long)M, (long long)ldw, (long long)K);
+    if (M == 0 || K == 0) return SQ_OK;
+    if (!dw || (R > 0 && !dy)) return sq_fail(ctx, SQ_ERR_ARG, "%s: dw or dy is missing", fn);
+    if (((uintptr_t)m->values & 15) != 0)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: BSR values must be 16-byte aligned", fn);
+    const int G = DW_NT / (int)b;
+    const int64_t mtiles = cdiv(M, DW_MT), groups = cdiv(m->nbc, G);
+    const int64_t tiles = mtiles * groups;
+    int64_t S = splits;
+    if (S == 0) { /* enough CTAs for about two waves at two CTAs per SM, >= 8 block rows each */
+        S = cdiv(4 * (int64_t)ctx->cuda->sm_count, tiles);
+        if (S > m->nbr / 8) S = m->nbr / 8;
+        if (S > 64) S = 64;
+    }
+    if (S > m->nbr) S = m->nbr;
+    if (S < 1) S = 1;
+    if (tiles * S > INT_MAX || mtiles > INT_MAX || groups > INT_MAX)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: %lld x %lld tiles are too many", fn, (long long)M, (long long)K);
+    const int vec = M % 4 == 0 && ldy % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    const int x3 = prec == SQ_CUDA_DW_3XTF32;
+    float *part = NULL;
+    size_t part_bytes = 0;
+    if (S > 1) {
+        part_bytes = (size_t)S * (size_t)(M * K) * sizeof(float);
+        SQ_TRY(sq_cuda_ws_alloc(ctx, part_bytes, (void **)&part));
+    }
+    float *out = S > 1 ? part : dw;
+    int64_t ldo = S > 1 ? K : ldw, sstride = M * K;
+    unsigned grid = (unsigned)(tiles * S);
+    sq_status st;
+    switch (b) {
+    case 8: st = launch_dw_b<8>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    case 16: st = launch_dw_b<16>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    case 32: st = launch_dw_b<32>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    default: st = launch_dw_b<64>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    }
+    if (st == SQ_OK)
+        st = sq_cuda_launched(ctx, "bsr_dw", "M %lld, K %lld, R %lld, b %lld, %lld blocks, %lld splits, %s%s",
+                              (long long)M, (long long)K, (long long)R, (long long)b, (long long)m->nnzb,
+                              (long long)S, x3 ? "3xtf32" : "tf32", vec ? "" : ", scalar dy loads");
+    if (st == SQ_OK && S > 1) {
+        k_split_sum<<<sq_cuda_grid(M * K, 256), 256, 0, ctx->cuda->stream>>>(dw, ldw, part, (int)S, M, K);
+        st = sq_cuda_launched(ctx, "bsr_dw/split_sum", "M %lld, K %lld, %lld splits", (long long)M,
+                              (long long)K, (long long)S);
+    }
+    if (part) sq_cuda_ws_free(ctx, part, part_bytes);
+    ctx->stats.gemm_calls++;
+    ctx->stats.gemm_flops += 2.0 * (double)M * (double)m->nnzb * (double)(b * b);
+    return st;
+}

@@ -1,0 +1,118 @@
+/* sq_cuda_actprune.h — the GPU kernels of structured activation pruning
+ * (methods.md §1): a fused L2 prune-and-pack of a dense float32 activation
+ * into the BSR layout of engine/sq_bsr.h, and the BSR weight gradient
+ * dW = dyᵀ·x̂ on tensor cores.  CPU references: sq_bsr_prune_pack (criterion
+ * l2) and sq_bsr_dw; tests/cuda/test_cuda_actprune.c compares them.
+ *
+ * Raw device buffers, like sq_cuda_kernels.h: no tensors and no autograd.
+ * The BSR lives in a caller-owned sq_cuda_bsr whose buffers the caller
+ * allocates (sq_cuda_bsr_alloc does it from the context's cache) and frees.
+ * Everything runs asynchronously on the context stream; the number of kept
+ * blocks is known on the host before any launch (it depends only on the
+ * sizes), so nothing waits for the device.
+ *
+ * Prune-and-pack (sq_cuda_bsr_prune_pack), two passes over x:
+ *   1. score every b x b block (squared Frobenius norm, float64 accumulation;
+ *      one thread per column of a block row, so reads are coalesced);
+ *   2. radix-select the k best scores (8-bit digits of the order-preserving
+ *      float64 key of sq_select.h; whole tensor: one histogram launch per
+ *      digit over the scores, which are b² times fewer than x's entries and
+ *      sit in L2, the digit picked by the last CTA so the host never waits;
+ *      per block row: one CTA per row), then prefix sums over the kept flags
+ *      in block order give each kept block its slot, row_ptr and col_idx,
+ *      and a scan per block column the transposed index;
+ *   3. copy the kept blocks into their slots (16-byte loads and stores).
+ * The kept set is the CPU's: ties go to the lower block index, NaN scores
+ * rank lowest.  The scores are summed in a different order from the CPU's,
+ * so two blocks whose float64 scores differ by a few ulps (about 1e-16
+ * relative) could rank the other way; blocks with equal contents always
+ * score equally.
+ *
+ * BSR dW (sq_cuda_bsr_dw): one CTA computes a 128 x 128 tile of dW, i.e.
+ * 128 rows of M times a group of 128/b adjacent block columns, and walks the
+ * union of those columns' kept blocks (merging their transposed-index
+ * lists, rows ascending), so that each slice of dy it stages in shared
+ * memory serves every kept block of the group in that block row.  Only the
+ * warps whose columns hold a kept block issue MMAs.  No atomics: when the
+ * grid is too small to fill the GPU the block rows are split into S ranges
+ * whose partial tiles a second kernel sums in a fixed order, so results are
+ * bit-for-bit reproducible.  Arithmetic: mma.sync m16n8k8 on tensor cores,
+ * either TF32 (inputs rounded to 10-bit mantissas, fp32 accumulation;
+ * relative error ~1e-4..1e-3) or 3xTF32 (each operand split into a TF32 high
+ * part and a TF32 low part, three MMAs: close to fp32 accuracy, ~1e-6). */
+#ifndef SQ_CUDA_ACTPRUNE_H
+#define SQ_CUDA_ACTPRUNE_H
+
+#include "sq_cuda.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#include "sq_bsr.h" /* sq_prune_scope: one definition for CPU and GPU */
+
+/* A float32 BSR matrix on the device, laid out as sq_bsr (see sq_bsr.h),
+ * always with the transposed index. */
+typedef struct {
+    int64_t rows, cols; /* true sizes (R,K) */
+    int64_t b;          /* block edge */
+    int64_t nbr, nbc;   /* ceil(R/b), ceil(K/b) */
+    int64_t nnzb;       /* stored blocks */
+    int64_t *row_ptr;   /* (nbr+1) */
+    int32_t *col_idx;   /* (nnzb), ascending within a block row */
+    float *values;      /* (nnzb,b,b), row-major blocks, zero padding */
+    int64_t *col_ptr;   /* (nbc+1) */
+    int32_t *t_row;     /* (nnzb), ascending within a block column */
+    int32_t *t_blk;     /* (nnzb), position of the block in values */
+    sq_mem_cat cat;     /* category the buffers are charged to (sq_cuda_bsr_alloc) */
+} sq_cuda_bsr;
+
+/* Sizes of the BSR that prune-and-pack of an (R,K) matrix in b x b blocks
+ * at `keep` makes: k = sq_select_count(keep, nbr*nbc) blocks (scope tensor)
+ * or nbr * sq_select_count(keep, nbc) (scope row), as sq_bsr_prune_pack.
+ * Fills the sizes of *m and sets its pointers to NULL.  SQ_ERR_ARG for
+ * b < 1, keep outside (0,1], a grid over 2^31-1 blocks. */
+sq_status sq_cuda_bsr_shape(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
+                            sq_prune_scope scope, sq_cuda_bsr *m);
+/* Allocates the six buffers of a shaped *m from the context's cache and
+ * charges them to `cat`.  The caller owns them: sq_cuda_bsr_free. */
+sq_status sq_cuda_bsr_alloc(sq_ctx *ctx, sq_cuda_bsr *m, sq_mem_cat cat);
+/* Frees what sq_cuda_bsr_alloc allocated; pointers become NULL.  NULL-safe. */
+void sq_cuda_bsr_free(sq_ctx *ctx, sq_cuda_bsr *m);
+/* Bytes of the six buffers (what the pruned activation costs on the device). */
+int64_t sq_cuda_bsr_bytes(const sq_cuda_bsr *m);
+
+/* Fused prune-and-pack, criterion l2: m (shaped for x, keep and scope by
+ * sq_cuda_bsr_shape, buffers caller-owned) <- the kept blocks of x.
+ * x (R,K) float32 on the device with element strides s0 (rows), s1
+ * (columns); s1 == 1 is the fast path (coalesced, 16-byte copies when x and
+ * s0 allow).  Scratch (scores, flags: about 13 bytes per block) comes from
+ * the cache as WORKSPACE and is released before returning. */
+sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
+                                 int64_t s1, double keep, sq_prune_scope scope);
+
+/* Arithmetic of sq_cuda_bsr_dw. */
+typedef enum {
+    SQ_CUDA_DW_TF32 = 0, /* one TF32 MMA per product: fastest, ~1e-3 relative */
+    SQ_CUDA_DW_3XTF32    /* hi/lo split, three MMAs: ~fp32 accuracy */
+} sq_cuda_dw_prec;
+
+/* dw (M,K) = dyᵀ (M,R) · x̂ (R,K), x̂ = m.  dy (R,M) with row stride ldy >= M;
+ * dw (M,K) with row stride ldw >= K, overwritten (columns with no kept
+ * block become 0).  b must be 8, 16, 32 or 64.  dy loads are 16-byte wide
+ * when M and ldy are multiples of 4 and dy is 16-byte aligned.
+ * splits: how many block-row ranges the grid is split into (their partial
+ * tiles, in WORKSPACE for the call, are summed in a fixed order); 0 chooses
+ * from the grid size (about two waves of CTAs), > 0 forces it (tests,
+ * tuning).  Counts the call and its FLOPs (2*M*nnzb*b*b) in ctx->stats. */
+sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
+                         int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits);
+
+/* x (R,K) contiguous <- the dense matrix m stands for (dropped blocks 0). */
+sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_bsr *m);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
