@@ -101,6 +101,14 @@ static double rel_err(const float *ref, const float *got, int64_t n)
     return den > 0 ? sqrt(num / den) : sqrt(num);
 }
 
+/* device -> host after everything queued on any stream (the context's
+ * stream is non-blocking: a plain cudaMemcpy would not wait for it) */
+static void d2h(void *dst, const void *src, size_t bytes)
+{
+    CK(cudaDeviceSynchronize());
+    CK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost));
+}
+
 static void write_file(const char *dir, const char *name, const void *dev, size_t bytes, int host)
 {
     if (!dir) return;
@@ -108,7 +116,7 @@ static void write_file(const char *dir, const char *name, const void *dev, size_
     snprintf(path, sizeof path, "%s/%s", dir, name);
     void *h = host ? (void *)dev : malloc(bytes);
     if (!h) { fprintf(stderr, "out of host memory\n"); exit(1); }
-    if (!host) CK(cudaMemcpy(h, dev, bytes, cudaMemcpyDeviceToHost));
+    if (!host) d2h(h, dev, bytes);
     FILE *f = fopen(path, "wb");
     if (!f || fwrite(h, 1, bytes, f) != bytes || fclose(f) != 0) {
         fprintf(stderr, "cannot write %s\n", path);
@@ -193,8 +201,8 @@ int main(int argc, char **argv)
                 /* correctness first */
                 int ok = 1;
                 int64_t last_r = -1, last_c = -1;
-                CK(cudaMemcpy(&last_r, m.row_ptr + m.nbr, 8, cudaMemcpyDeviceToHost));
-                CK(cudaMemcpy(&last_c, m.col_ptr + m.nbc, 8, cudaMemcpyDeviceToHost));
+                d2h(&last_r, m.row_ptr + m.nbr, 8);
+                d2h(&last_c, m.col_ptr + m.nbc, 8);
                 if (last_r != m.nnzb || last_c != m.nnzb) {
                     printf("CHECK FAILED: row_ptr end %lld, col_ptr end %lld, nnzb %lld\n", (long long)last_r,
                            (long long)last_c, (long long)m.nnzb);
@@ -202,14 +210,14 @@ int main(int argc, char **argv)
                 }
                 SQ(ctx, sq_cuda_bsr_to_dense(ctx, xh, &m));
                 SQ(ctx, sq_cuda_gemm(ctx, SQ_F32, 1, 0, M, K, R, 1.0, dy, M, xh, K, 0.0, dw_ref, K));
-                CK(cudaMemcpy(h_ref, dw_ref, (size_t)(M * K) * 4, cudaMemcpyDeviceToHost));
+                d2h(h_ref, dw_ref, (size_t)(M * K) * 4);
                 CK(cudaMemsetAsync(dw, 0xff, (size_t)(M * K) * 4, s)); /* NaN poison */
                 SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_TF32, 0));
-                CK(cudaMemcpy(h_got, dw, (size_t)(M * K) * 4, cudaMemcpyDeviceToHost));
+                d2h(h_got, dw, (size_t)(M * K) * 4);
                 double e_tf32 = rel_err(h_ref, h_got, M * K);
                 CK(cudaMemsetAsync(dw, 0xff, (size_t)(M * K) * 4, s));
                 SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_3XTF32, 0));
-                CK(cudaMemcpy(h_got, dw, (size_t)(M * K) * 4, cudaMemcpyDeviceToHost));
+                d2h(h_got, dw, (size_t)(M * K) * 4);
                 double e_3x = rel_err(h_ref, h_got, M * K);
                 if (!(e_tf32 <= 5e-3) || !(e_3x <= 1e-4)) {
                     printf("CHECK FAILED: b %lld keep %.2f: BSR dW vs cuBLAS fp32 on x̂: tf32 %.2e, 3xtf32 %.2e\n",
@@ -221,8 +229,8 @@ int main(int argc, char **argv)
                     int64_t *rp = (int64_t *)malloc((size_t)(m.nbr + 1) * 8);
                     int32_t *ci = (int32_t *)malloc((size_t)m.nnzb * 4);
                     unsigned char *mask = (unsigned char *)calloc((size_t)nb, 1);
-                    CK(cudaMemcpy(rp, m.row_ptr, (size_t)(m.nbr + 1) * 8, cudaMemcpyDeviceToHost));
-                    CK(cudaMemcpy(ci, m.col_idx, (size_t)m.nnzb * 4, cudaMemcpyDeviceToHost));
+                    d2h(rp, m.row_ptr, (size_t)(m.nbr + 1) * 8);
+                    d2h(ci, m.col_idx, (size_t)m.nnzb * 4);
                     for (int64_t i = 0; i < m.nbr; i++)
                         for (int64_t p = rp[i]; p < rp[i + 1]; p++) mask[i * m.nbc + ci[p]] = 1;
                     snprintf(name, sizeof name, "mask_%s_b%lld_k%.2f.bin", shapes[si].name, (long long)b, keep);
@@ -256,6 +264,27 @@ int main(int argc, char **argv)
                 fflush(csv);
                 sq_cuda_bsr_free(ctx, &m);
             }
+        {   /* diagnostics (not in the table): how the BSR dW scales with the
+             * number of row splits, and its speed with every block kept */
+            sq_cuda_bsr m;
+            const double kd[2] = {0.5, 1.0};
+            for (int q = 0; q < 2; q++) {
+                SQ(ctx, sq_cuda_bsr_shape(ctx, R, K, 64, kd[q], SQ_PRUNE_SCOPE_TENSOR, &m));
+                SQ(ctx, sq_cuda_bsr_alloc(ctx, &m, SQ_MEM_SAVED));
+                SQ(ctx, sq_cuda_bsr_prune_pack(ctx, &m, x, K, 1, kd[q], SQ_PRUNE_SCOPE_TENSOR));
+                const int sp[7] = {1, 2, 4, 8, 16, 32, 64};
+                double bfl = 2.0 * (double)M * (double)m.nnzb * 64.0 * 64.0;
+                for (int k = 0; k < 7; k++) {
+                    float t1, t3;
+                    TIME(&T, 5, t1, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_TF32, sp[k])));
+                    TIME(&T, 5, t3, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_3XTF32, sp[k])));
+                    printf("diag %s b 64 keep %.2f splits %2d: BSR dW tf32 %.3f ms (%.0f TFLOP/s), 3xtf32 %.3f ms "
+                           "(%.0f TFLOP/s)\n", shapes[si].name, kd[q], sp[k], t1, bfl / t1 * 1e-9, t3,
+                           bfl / t3 * 1e-9);
+                }
+                sq_cuda_bsr_free(ctx, &m);
+            }
+        }
         free(h_ref);
         free(h_got);
         sq_cuda_free_block(ctx, x);

@@ -136,13 +136,15 @@ def report(sq_csv, th_csv, out_md, device, date, commit):
              "*pack*: squeeze's fused score→select→pack (+ transposed index) from dense x.  "
              "*BSR tf32 / 3x*: squeeze BSR dW on tensor cores, TF32 or 3xTF32 (≈fp32 accuracy).  "
              "*dense*: cuBLAS dW on the unpruned x (SGEMM fp32 / TF32); *x̂ fp32/tf32*: cuBLAS on the "
-             "densified x̂.  *torch BSR*: PyTorch `x̂ᵀ.to_sparse_bsr((b,b)) @ dy` (fp32).  "
+             "densified x̂.  *torch BSR*: PyTorch `x̂ᵀ.to_sparse_bsr((b,b)) @ dy` (fp32; its Triton "
+             "bsr_dense_addmm path); *torch to_sparse_bsr*: PyTorch packing the already-masked dense x̂ᵀ "
+             "(no scoring, no selection).  "
              "Ratios are speed-ups (> 1: squeeze faster).  *err*: rel. Frobenius error of squeeze's "
              "TF32 / 3xTF32 dW against cuBLAS fp32 on x̂.\n")
     L.append("| shape in→out (rows) | b | keep | nnzb | pack | pack % dense fp32 | pack % dense tf32 "
-             "| BSR tf32 | BSR 3x | dense fp32 | dense tf32 | x̂ fp32 | x̂ tf32 | torch BSR "
+             "| BSR tf32 | BSR 3x | dense fp32 | dense tf32 | x̂ fp32 | x̂ tf32 | torch BSR | torch to_sparse_bsr "
              "| dense tf32 / BSR tf32 | dense fp32 / BSR 3x | torch / BSR 3x | torch / BSR tf32 | err tf32 / 3x | check |")
-    L.append("|" + "---|" * 20)
+    L.append("|" + "---|" * 21)
     g_pack32 = g_packtf = g_bsr = g_bsr3 = g_torch = 0
     n_pack = n_bsr = n_torch = 0
     miss_pack32, miss_packtf, miss_bsr, miss_bsr3, miss_torch = [], [], [], [], []
@@ -156,6 +158,7 @@ def report(sq_csv, th_csv, out_md, device, date, commit):
         L.append(f'| {shape} | {b} | {keep:.2f} | {r["nnzb"]} | {pack:.3f} | {100 * pack / d32:.1f}% '
                  f'| {100 * pack / dtf:.0f}% | {b_tf:.3f} | {b_3x:.3f} | {d32:.3f} | {dtf:.3f} '
                  f'| {fnum(r["dense_xhat_fp32_ms"]):.3f} | {fnum(r["dense_xhat_tf32_ms"]):.3f} | {tb:.3f} '
+                 f'| {fnum(t.get("torch_pack_ms")):.3f} '
                  f'| {dtf / b_tf:.2f} | {d32 / b_3x:.2f} | {tb / b_3x:.2f} | {tb / b_tf:.2f} '
                  f'| {fnum(r["err_tf32"]):.1e} / {fnum(r["err_3xtf32"]):.1e} | {r["check"]}'
                  f'{(" " + t.get("note", "")) if t.get("note") else ""} |')

@@ -944,16 +944,25 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
                     float f0 = bk[ni * 8], f1 = bk[4 * DW_LD + ni * 8];
                     unsigned bh[2] = {to_tf32(f0), to_tf32(f1)};
                     if (X3) {
+                        /* the three products go into a fresh fragment that is
+                         * added to acc with IEEE fp32 adds: the tensor cores'
+                         * accumulation truncates, and over a long chain of k8
+                         * steps that bias alone grows to ~1e-5 */
                         unsigned bl[2] = {to_tf32(f0 - __uint_as_float(bh[0])),
                                           to_tf32(f1 - __uint_as_float(bh[1]))};
 #pragma unroll
                         for (int mi = 0; mi < 4; mi++) {
-                            mma_tf32(acc[mi][ni], al[mi], bh);
-                            mma_tf32(acc[mi][ni], ah[mi], bl);
-                        }
-                    }
+                            float t[4] = {0.f, 0.f, 0.f, 0.f};
+                            mma_tf32(t, al[mi], bh);
+                            mma_tf32(t, ah[mi], bl);
+                            mma_tf32(t, ah[mi], bh);
 #pragma unroll
-                    for (int mi = 0; mi < 4; mi++) mma_tf32(acc[mi][ni], ah[mi], bh);
+                            for (int e = 0; e < 4; e++) acc[mi][ni][e] += t[e];
+                        }
+                    } else {
+#pragma unroll
+                        for (int mi = 0; mi < 4; mi++) mma_tf32(acc[mi][ni], ah[mi], bh);
+                    }
                 }
             }
         }
@@ -997,6 +1006,9 @@ static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, 
     const size_t smem = (size_t)2 * DW_STAGES * KC * DW_LD * sizeof(float);
     auto kern = k_bsr_dw<B, X3, VEC>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    /* all of L1 as shared memory, so that two CTAs fit on an SM */
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
