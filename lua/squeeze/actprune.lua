@@ -282,16 +282,16 @@ end
 
 -- ---- measuring a step's memory ---------------------------------------------------------
 
--- actprune.measure_step(model, step) -> mem, ...
+-- actprune.measure_step(model, step [, device = "cpu"]) -> mem, ...
 -- Runs step() with Lua's garbage collected after the forward of every
 -- module of the model (and once before), after sq.reset_peak(), and returns
--- the CPU peaks {total, param, grad, optim, saved, workspace, other} of the
--- step together with step's own results.  Collecting at module boundaries
+-- the device's peaks {total, param, grad, optim, saved, workspace, other}
+-- of the step together with step's own results.  Collecting at module boundaries
 -- frees dropped temporaries (a pruned layer's dense input among them) as
 -- soon as nothing references them, so the peak measures what the step needs,
 -- not when Lua's collector happened to run; use the same call for the dense
 -- and the pruned model.
-function actprune.measure_step(model, step)
+function actprune.measure_step(model, step, device)
   local wrapped = {}
   for _, e in ipairs(model:named_modules()) do
     local m = e.module
@@ -312,8 +312,9 @@ function actprune.measure_step(model, step)
   local res = table.pack(pcall(step))
   for _, m in ipairs(wrapped) do m.forward = nil end
   if not res[1] then error(res[2], 0) end
-  local peak = core.memory().cpu.peak
-  return peak, table.unpack(res, 2, res.n)
+  local mem = core.memory()[device or "cpu"]
+  if not mem then error(("actprune.measure_step: no memory figures for device '%s'"):format(tostring(device)), 2) end
+  return mem.peak, table.unpack(res, 2, res.n)
 end
 
 return actprune
