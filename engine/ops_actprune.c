@@ -117,8 +117,8 @@ sq_status sq_actprune_dw_error(sq_ctx *ctx, sq_tensor *x, sq_tensor *dy,
 {
     *rel = NAN;
     SQ_TRY(sq_actprune_cfg_check(ctx, "actprune_dw_error", cfg));
-    SQ_TRY(sq_need_float(ctx, "actprune_dw_error", "x", x));
-    SQ_TRY(sq_need_float(ctx, "actprune_dw_error", "dy", dy));
+    SQ_TRY(sq_need_float_cpu(ctx, "actprune_dw_error", "x", x));
+    SQ_TRY(sq_need_float_cpu(ctx, "actprune_dw_error", "dy", dy));
     SQ_TRY(sq_need_same_dtype(ctx, "actprune_dw_error", x, dy));
     char s1[64], s2[64];
     int64_t K = x->ndim ? x->shape[x->ndim - 1] : 0, M = dy->ndim ? dy->shape[dy->ndim - 1] : 0;

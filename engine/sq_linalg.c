@@ -128,7 +128,7 @@ sq_status sq_svd(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *opt
     sq_svd_info inf = {SQ_SVD_GESDD, 0, 0};
     if (info) *info = inf;
     char sb[64];
-    SQ_TRY(sq_need_float(ctx, "svd", "matrix", W));
+    SQ_TRY(sq_need_float_cpu(ctx, "svd", "matrix", W));
     if (W->ndim != 2 || W->shape[0] < 1 || W->shape[1] < 1)
         return sq_fail(ctx, SQ_ERR_SHAPE, "svd: need a non-empty 2-d matrix, got %s",
                        SQ_SHAPE(W, sb));
@@ -271,8 +271,8 @@ static void symmetrize(sq_dtype dt, void *h, int64_t p)
 sq_status sq_gram(sq_ctx *ctx, sq_tensor *X, sq_tensor *H)
 {
     char s1[64], s2[64];
-    SQ_TRY(sq_need_float(ctx, "gram", "X", X));
-    SQ_TRY(sq_need_float(ctx, "gram", "H", H));
+    SQ_TRY(sq_need_float_cpu(ctx, "gram", "X", X));
+    SQ_TRY(sq_need_float_cpu(ctx, "gram", "H", H));
     if (X->ndim != 2 || H->ndim != 2 || H->shape[0] != X->shape[1] || H->shape[1] != X->shape[1])
         return sq_fail(ctx, SQ_ERR_SHAPE, "gram: X %s and H %s do not fit (need n x p and p x p)",
                        SQ_SHAPE(X, s1), SQ_SHAPE(H, s2));

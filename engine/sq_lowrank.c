@@ -123,7 +123,7 @@ sq_status sq_lowrank_linear(sq_ctx *ctx, sq_tensor *W, const sq_lowrank_cfg *cfg
 {
     *A = *B = NULL;
     char sb[64];
-    SQ_TRY(sq_need_float(ctx, "lowrank", "weight", W));
+    SQ_TRY(sq_need_float_cpu(ctx, "lowrank", "weight", W));
     if (!cfg) return sq_fail(ctx, SQ_ERR_ARG, "lowrank: configuration is missing");
     if (W->ndim != 2)
         return sq_fail(ctx, SQ_ERR_SHAPE, "lowrank: weight must be 2-d (M,K), got %s",
@@ -236,7 +236,7 @@ sq_status sq_lowrank_tucker2(sq_ctx *ctx, sq_tensor *W, int64_t r_out, int64_t r
 {
     *first = *core = *last = NULL;
     char sb[64];
-    SQ_TRY(sq_need_float(ctx, "tucker2", "weight", W));
+    SQ_TRY(sq_need_float_cpu(ctx, "tucker2", "weight", W));
     if (W->ndim != 4)
         return sq_fail(ctx, SQ_ERR_SHAPE, "tucker2: weight must be 4-d (O,C,kh,kw), got %s",
                        SQ_SHAPE(W, sb));

@@ -33,6 +33,18 @@ static inline sq_status sq_need_float(sq_ctx *ctx, const char *op, const char *w
     return SQ_OK;
 }
 
+/* For code that only runs on the CPU (LAPACK, BSR packing, low-rank
+ * factors): float, and in host memory. */
+static inline sq_status sq_need_float_cpu(sq_ctx *ctx, const char *op, const char *what,
+                                          const sq_tensor *t)
+{
+    SQ_TRY(sq_need_float(ctx, op, what, t));
+    if (t->storage->device != SQ_CPU)
+        return sq_fail(ctx, SQ_ERR_DEVICE, "%s: %s is on %s; this runs on the cpu (move it with :cpu())",
+                       op, what, sq_device_name(t->storage->device));
+    return SQ_OK;
+}
+
 /* "matmul: argument #1 is on cuda, argument #2 on cpu (move one with :cuda() or :cpu())" */
 static inline sq_status sq_need_same_device(sq_ctx *ctx, const char *op, const char *wa,
                                             const sq_tensor *a, const char *wb, const sq_tensor *b)

@@ -116,6 +116,8 @@ sq_status sq_tensor_empty_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
     if (st != SQ_OK) return st;
     if ((unsigned)dt >= SQ_NDTYPE) return sq_fail(ctx, SQ_ERR_ARG, "unknown dtype %d", (int)dt);
     if ((unsigned)dev >= SQ_NDEVICE) return sq_fail(ctx, SQ_ERR_ARG, "unknown device %d", (int)dev);
+    /* even an empty GPU tensor needs the backend its ops will call */
+    if (dev != SQ_CPU) SQ_TRY(sq_device_ensure(ctx, dev));
     sq_tensor *t = calloc(1, sizeof *t);
     if (!t) return sq_fail(ctx, SQ_ERR_NOMEM, "out of host memory allocating a tensor header");
     st = sq_storage_new(ctx, dev, cat, (size_t)n * sq_dtype_size(dt), &t->storage);

@@ -12,6 +12,35 @@ sq_ctx *sq_lua_ctx(lua_State *L)
     return ctx;
 }
 
+void sq_lua_device_gc(lua_State *L, int after_backward)
+{
+    sq_lua_state *s = (sq_lua_state *)sq_lua_ctx(L);
+    const sq_mem *m = &s->ctx.mem;
+    const int64_t mib256 = (int64_t)256 << 20;
+    int64_t since = m->allocated[SQ_CUDA] - s->gc_mark;
+    if (since <= 0) return; /* nothing allocated on the GPU since: includes CPU-only runs */
+    if (!after_backward && since < (s->gc_live > mib256 ? s->gc_live : mib256)) return;
+    if (!s->gc_generational) {
+        lua_gc(L, LUA_GCGEN, 0, 0); /* enters with a full collection */
+        s->gc_generational = 1;
+        s->gc_full_live = m->total_cur[SQ_CUDA];
+    } else {
+        lua_gc(L, LUA_GCSTEP, 0); /* a young collection in generational mode */
+    }
+    int64_t live = m->total_cur[SQ_CUDA];
+    /* after a backward pass what is live is the training state; if that keeps
+     * growing, dead tensors aged into the old generation: collect them all */
+    if (after_backward) {
+        if (live - s->gc_full_live > mib256 && live > s->gc_full_live + s->gc_full_live / 2) {
+            lua_gc(L, LUA_GCCOLLECT);
+            live = m->total_cur[SQ_CUDA];
+        }
+        s->gc_full_live = live;
+    }
+    s->gc_mark = m->allocated[SQ_CUDA];
+    s->gc_live = live;
+}
+
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg)
 {
     sq_lua_tensor *ud = luaL_testudata(L, arg, SQ_LUA_TENSOR_MT);
@@ -30,6 +59,7 @@ void sq_lua_push_tensor(lua_State *L, sq_tensor *t)
 {
     /* The userdata starts empty (t = NULL) so that its __gc is harmless
      * whatever happens before the tensor is stored into it. */
+    if (t && t->storage->device == SQ_CUDA) sq_lua_device_gc(L, 0);
     sq_lua_tensor *ud = lua_newuserdatauv(L, sizeof *ud, 0);
     ud->t = NULL;
     luaL_setmetatable(L, SQ_LUA_TENSOR_MT);

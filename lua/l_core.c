@@ -10,6 +10,8 @@
  * their context intact. */
 #include "sq_lua.h"
 #include "sq_cpu.h"
+#include "sq_device.h"
+#include "cuda/sq_cuda.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -25,10 +27,16 @@ void sq_lua_open_lowrank(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_store(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_proc(lua_State *L, int ctx_index) __attribute__((weak));
 void sq_lua_open_actprune(lua_State *L, int ctx_index) __attribute__((weak));
+void sq_lua_open_cuda(lua_State *L, int ctx_index) __attribute__((weak));
 
 static int ctx_gc(lua_State *L)
 {
-    (void)L; /* nothing owned outside the userdata block; see the top of the file */
+    /* The CUDA backend (stream, handles, cached device memory) is the one
+     * thing outside the block.  Lua finalizes in reverse order of creation,
+     * so every tensor went first; one finalized later would only find
+     * ctx->cuda NULL, which its release handles. */
+    sq_ctx *ctx = luaL_checkudata(L, 1, SQ_LUA_CTX_MT);
+    sq_device_release_all(ctx);
     return 0;
 }
 
@@ -46,6 +54,7 @@ static int l_manual_seed(lua_State *L)
     lua_Integer s = luaL_checkinteger(L, 1);
     if (s < 0) return luaL_argerror(L, 1, "seed must be >= 0");
     sq_rng_seed(&ctx->rng, (uint64_t)s);
+    sq_cuda_rng_seed(ctx, (uint64_t)s); /* the GPU's Philox stream restarts too (no-op before its first use) */
     return 0;
 }
 
@@ -164,7 +173,9 @@ static const luaL_Reg core_fns[] = {
 int luaopen_squeeze_core(lua_State *L)
 {
     /* the context: created in a usable state before anything refers to it */
-    sq_ctx *ctx = lua_newuserdatauv(L, sizeof *ctx, 0);
+    sq_lua_state *state = lua_newuserdatauv(L, sizeof *state, 0);
+    memset(state, 0, sizeof *state);
+    sq_ctx *ctx = &state->ctx;
     sq_ctx_init(ctx, 0);
     if (luaL_newmetatable(L, SQ_LUA_CTX_MT)) {
         lua_pushcfunction(L, ctx_gc);
@@ -190,5 +201,6 @@ int luaopen_squeeze_core(lua_State *L)
     if (sq_lua_open_store) sq_lua_open_store(L, ctx_index);
     if (sq_lua_open_proc) sq_lua_open_proc(L, ctx_index);
     if (sq_lua_open_actprune) sq_lua_open_actprune(L, ctx_index);
+    if (sq_lua_open_cuda) sq_lua_open_cuda(L, ctx_index);
     return 1;
 }

@@ -120,6 +120,8 @@ static int l_gather_rows(lua_State *L)
                                                    sq_dtype_name(idx->dtype), sq_shape_str(idx, b, sizeof b)));
     }
     if (src->ndim < 1) return luaL_argerror(L, 1, "need at least 1 dim");
+    if (idx->storage->device != SQ_CPU) /* the row copies run on the CPU */
+        return luaL_argerror(L, 2, "row indices must be on the cpu");
     /* the engine takes a contiguous int64 array: convert only when needed */
     sq_lua_tensor *tmp = NULL;
     sq_tensor *ix = idx;

@@ -11,8 +11,15 @@
  * Ownership: every binding checks its arguments first, then creates its
  * result userdata empty (t = NULL) before the engine allocates anything, so
  * an engine failure leaves only an empty userdata behind and the raise
- * leaks nothing; temporaries are released before raising. */
+ * leaks nothing; temporaries are released before raising.
+ *
+ * Devices: tensors live on the CPU or the GPU ("cuda"); creation takes
+ * {device = "cuda"}, t:cuda() / t:cpu() / t:to("cuda") move, and ops run
+ * where their inputs are.  Reading values from a GPU tensor (item, get,
+ * tolist, printing, bytes) copies it to the CPU, which waits for the GPU:
+ * that is where an error a kernel found (an index out of range) is raised. */
 #include "sq_lua.h"
+#include "sq_device.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +32,7 @@
 /* Pushes an empty tensor userdata (t = NULL) and returns its slot. */
 static sq_lua_tensor *new_slot(lua_State *L)
 {
+    sq_lua_device_gc(L, 0);
     sq_lua_tensor *ud = lua_newuserdatauv(L, sizeof *ud, 0);
     ud->t = NULL;
     luaL_setmetatable(L, SQ_LUA_TENSOR_MT);
@@ -64,15 +72,27 @@ static sq_dtype check_dtype_at(lua_State *L, int arg, int idx)
     return SQ_F32;
 }
 
-/* Options at arg: nil, a dtype string, or a table {dtype=..., requires_grad=...}. */
+/* "cpu" | "cuda" at stack index idx, else an argument error at arg. */
+static sq_device check_device_at(lua_State *L, int arg, int idx)
+{
+    const char *s = lua_tostring(L, idx);
+    int d = sq_device_parse(s);
+    if (d < 0)
+        luaL_argerror(L, arg, lua_pushfstring(L, "unknown device '%s' (cpu or cuda)",
+                                              s ? s : luaL_typename(L, idx)));
+    return (sq_device)d;
+}
+
+/* Options at arg: nil, a dtype string, or a table {dtype=..., requires_grad=..., device=...}. */
 typedef struct {
     sq_dtype dtype;
     int requires_grad;
+    sq_device device;
 } create_opts;
 
-static create_opts check_opts(lua_State *L, int arg, sq_dtype def)
+static create_opts check_opts_dev(lua_State *L, int arg, sq_dtype def, sq_device defdev)
 {
-    create_opts o = {def, 0};
+    create_opts o = {def, 0, defdev};
     int ty = lua_type(L, arg);
     if (ty == LUA_TNONE || ty == LUA_TNIL) return o;
     if (ty == LUA_TSTRING) {
@@ -88,7 +108,43 @@ static create_opts check_opts(lua_State *L, int arg, sq_dtype def)
     lua_getfield(L, arg, "requires_grad");
     o.requires_grad = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    if (lua_getfield(L, arg, "device") != LUA_TNIL) o.device = check_device_at(L, arg, -1);
+    lua_pop(L, 1);
     return o;
+}
+
+static create_opts check_opts(lua_State *L, int arg, sq_dtype def)
+{
+    return check_opts_dev(L, arg, def, SQ_CPU);
+}
+
+/* Moves the tensor of slot (made on the CPU) to dev, in place of the slot's
+ * tensor; requires_grad is set afterwards by the caller. */
+static sq_status move_slot(lua_State *L, sq_lua_tensor *slot, sq_device dev)
+{
+    if (dev == SQ_CPU) return SQ_OK;
+    sq_tensor *moved = NULL;
+    sq_status st = sq_tensor_to_device(sq_lua_ctx(L), slot->t, dev, &moved);
+    if (st != SQ_OK) return st;
+    sq_tensor_release(slot->t);
+    slot->t = moved;
+    return SQ_OK;
+}
+
+/* t itself when on the CPU; else a CPU copy held by a slot pushed on the
+ * stack (so a raise cannot leak it).  Copying waits for the GPU and
+ * raises what its kernels reported. */
+static sq_tensor *on_host(lua_State *L, sq_tensor *t, const char *name)
+{
+    if (t->storage->device == SQ_CPU) return t;
+    sq_lua_tensor *slot = new_slot(L);
+    sq_status st = sq_tensor_to_device(sq_lua_ctx(L), t, SQ_CPU, &slot->t);
+    if (st != SQ_OK) {
+        sq_ctx *ctx = sq_lua_ctx(L);
+        const char *msg = ctx->err[0] ? ctx->err : sq_status_name(st);
+        luaL_error(L, "%s: %s", name, msg);
+    }
+    return slot->t;
 }
 
 /* A number field of the options table at arg (default when absent). */
@@ -177,12 +233,14 @@ static int t_tostring(lua_State *L)
         lua_pushliteral(L, "tensor(closed)");
         return 1;
     }
-    const sq_tensor *t = ud->t;
+    int dev = ud->t->storage->device;
+    const sq_tensor *t = on_host(L, ud->t, "tostring");
     char shape[128];
     luaL_Buffer b;
     luaL_buffinit(L, &b);
-    lua_pushfstring(L, "tensor(%s, %s%s){", sq_shape_str(t, shape, sizeof shape),
-                    sq_dtype_name(t->dtype), t->requires_grad ? ", requires_grad" : "");
+    lua_pushfstring(L, "tensor(%s, %s%s%s){", sq_shape_str(t, shape, sizeof shape),
+                    sq_dtype_name(t->dtype), dev == SQ_CUDA ? ", cuda" : "",
+                    ud->t->requires_grad ? ", requires_grad" : "");
     luaL_addvalue(&b);
     int64_t n = sq_tensor_numel(t), show = n > 8 ? 6 : n;
     for (int64_t i = 0; i < show; i++) {
@@ -220,6 +278,8 @@ static int create(lua_State *L, const char *name, fill_kind kind)
     for (int i = 0; i < nd; i++)
         if (shape[i] < 0) return luaL_argerror(L, 1, "sizes must be >= 0");
     create_opts o = check_opts(L, optarg, SQ_F32);
+    if (o.device == SQ_CUDA && !sq_device_available(SQ_CUDA))
+        return luaL_error(L, "%s: no usable GPU (squeeze.cuda.available() is false)", name);
     double a = 0, b = 1;
     if (kind == FILL_RANDN) {
         a = opt_field_number(L, optarg, "mean", 0.0);
@@ -233,13 +293,18 @@ static int create(lua_State *L, const char *name, fill_kind kind)
                                                         sq_dtype_name(o.dtype)));
     sq_lua_tensor *slot = new_slot(L);
     sq_status st = SQ_OK;
+    /* random values come from the context's generator on the CPU, so a seed
+     * gives the same tensor on either device */
     switch (kind) {
-    case FILL_EMPTY: st = sq_tensor_empty(ctx, o.dtype, nd, shape, &slot->t); break;
-    case FILL_ZEROS: st = sq_tensor_zeros(ctx, o.dtype, nd, shape, &slot->t); break;
-    case FILL_ONES: st = sq_tensor_full(ctx, o.dtype, nd, shape, 1.0, &slot->t); break;
+    case FILL_EMPTY:
+        st = sq_tensor_empty_dev(ctx, o.device, o.dtype, nd, shape, SQ_MEM_OTHER, &slot->t);
+        break;
+    case FILL_ZEROS: st = sq_tensor_zeros_dev(ctx, o.device, o.dtype, nd, shape, &slot->t); break;
+    case FILL_ONES: st = sq_tensor_full_dev(ctx, o.device, o.dtype, nd, shape, 1.0, &slot->t); break;
     case FILL_RANDN: st = sq_tensor_randn(ctx, o.dtype, nd, shape, a, b, &slot->t); break;
     case FILL_RAND: st = sq_tensor_rand(ctx, o.dtype, nd, shape, a, b, &slot->t); break;
     }
+    if (st == SQ_OK && (kind == FILL_RANDN || kind == FILL_RAND)) st = move_slot(L, slot, o.device);
     if (st != SQ_OK) return fail(L, name, st, 0);
     slot->t->requires_grad = o.requires_grad;
     return 1;
@@ -263,7 +328,7 @@ static int l_full(lua_State *L)
     double v = luaL_checknumber(L, 2);
     create_opts o = check_opts(L, 3, SQ_F32);
     sq_lua_tensor *slot = new_slot(L);
-    sq_status st = sq_tensor_full(ctx, o.dtype, nd, shape, v, &slot->t);
+    sq_status st = sq_tensor_full_dev(ctx, o.device, o.dtype, nd, shape, v, &slot->t);
     if (st != SQ_OK) return fail(L, "full", st, 0);
     slot->t->requires_grad = o.requires_grad && sq_is_float(o.dtype);
     return 1;
@@ -274,9 +339,9 @@ static int like(lua_State *L, const char *name, double v)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
     sq_tensor *t = sq_lua_check_tensor(L, 1);
-    create_opts o = check_opts(L, 2, t->dtype);
+    create_opts o = check_opts_dev(L, 2, t->dtype, t->storage->device);
     sq_lua_tensor *slot = new_slot(L);
-    sq_status st = sq_tensor_full(ctx, o.dtype, t->ndim, t->shape, v, &slot->t);
+    sq_status st = sq_tensor_full_dev(ctx, o.device, o.dtype, t->ndim, t->shape, v, &slot->t);
     if (st != SQ_OK) return fail(L, name, st, 0);
     slot->t->requires_grad = o.requires_grad && sq_is_float(o.dtype);
     return 1;
@@ -303,6 +368,7 @@ static int l_arange(lua_State *L)
     create_opts o = check_opts(L, nnum + 1, allint ? SQ_I64 : SQ_F32);
     sq_lua_tensor *slot = new_slot(L);
     sq_status st = sq_tensor_arange(ctx, o.dtype, start, stop, step, &slot->t);
+    if (st == SQ_OK) st = move_slot(L, slot, o.device);
     if (st != SQ_OK) return fail(L, "arange", st, 0);
     return 1;
 }
@@ -395,6 +461,8 @@ static int l_tensor(lua_State *L)
         fill_nested(L, slot->t, 0, &pos);
     }
     lua_pop(L, 1);
+    st = move_slot(L, slot, o.device);
+    if (st != SQ_OK) return fail(L, "tensor", st, 0);
     slot->t->requires_grad = o.requires_grad;
     return 1;
 }
@@ -429,7 +497,7 @@ static int l_from_string(lua_State *L)
 static int t_bytes(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    sq_tensor *t = sq_lua_check_tensor(L, 1), *c;
+    sq_tensor *t = on_host(L, sq_lua_check_tensor(L, 1), "bytes"), *c;
     sq_status st = sq_tensor_contiguous_raw(ctx, t, &c);
     if (st != SQ_OK) return fail(L, "bytes", st, 0);
     /* lua_pushlstring may raise on OOM: copy through a Lua buffer first */
@@ -525,10 +593,28 @@ static int64_t check_position(lua_State *L, const sq_tensor *t, int nidx)
 }
 
 /* t:get(i, j, ...) — 1-based; negative indices count from the end. */
+/* A 0-d view of the element at flat position `flat` of t. */
+static sq_status element_view(sq_ctx *ctx, sq_tensor *t, int64_t flat, sq_tensor **out)
+{
+    int64_t off = t->offset, rem = flat;
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        off += (rem % t->shape[d]) * t->stride[d];
+        rem /= t->shape[d];
+    }
+    return sq_view_raw(ctx, t, 0, NULL, NULL, off, out);
+}
+
 static int t_get(lua_State *L)
 {
     sq_tensor *t = sq_lua_check_tensor(L, 1);
     int64_t flat = check_position(L, t, lua_gettop(L) - 1);
+    if (t->storage->device != SQ_CPU) { /* copy just the element back */
+        sq_lua_tensor *e = new_slot(L);
+        sq_status st = element_view(sq_lua_ctx(L), t, flat, &e->t);
+        if (st != SQ_OK) return fail(L, "get", st, 0);
+        t = on_host(L, e->t, "get");
+        flat = 0;
+    }
     if (t->dtype == SQ_I64) { /* exact 64-bit read through the strides */
         int64_t off = t->offset, rem = flat;
         for (int d = t->ndim - 1; d >= 0; d--) {
@@ -549,6 +635,26 @@ static int t_set(lua_State *L)
     int top = lua_gettop(L);
     if (top < 2) return luaL_argerror(L, 2, "value expected");
     int64_t flat = check_position(L, t, top - 2);
+    if (t->storage->device != SQ_CPU) { /* the value is written on the host, then copied over */
+        sq_ctx *ctx = sq_lua_ctx(L);
+        sq_lua_tensor *e = new_slot(L), *h = new_slot(L);
+        sq_status st = element_view(ctx, t, flat, &e->t);
+        if (st == SQ_OK) st = sq_tensor_empty(ctx, t->dtype, 0, NULL, &h->t);
+        if (st != SQ_OK) return fail(L, "set", st, 0);
+        if (sq_is_float(t->dtype)) {
+            sq_tensor_set_flat(h->t, 0, luaL_checknumber(L, top));
+        } else {
+            lua_Integer v = luaL_checkinteger(L, top);
+            if (t->dtype == SQ_I32 && (v < INT32_MIN || v > INT32_MAX))
+                return luaL_argerror(L, top, "value does not fit int32");
+            if (t->dtype == SQ_I64) *(int64_t *)sq_tensor_data(h->t) = (int64_t)v;
+            else sq_tensor_set_flat(h->t, 0, (double)v);
+        }
+        st = sq_tensor_copy_(ctx, e->t, h->t);
+        if (st != SQ_OK) return fail(L, "set", st, 0);
+        lua_settop(L, 1);
+        return 1;
+    }
     if (sq_is_float(t->dtype)) {
         sq_tensor_set_flat(t, flat, luaL_checknumber(L, top));
     } else {
@@ -576,6 +682,7 @@ static int t_item(lua_State *L)
     if (n != 1)
         return luaL_argerror(L, 1, lua_pushfstring(L, "item() needs a one-element tensor, this one "
                                                       "has %I elements", (lua_Integer)n));
+    t = on_host(L, t, "item");
     if (t->dtype == SQ_I64) lua_pushinteger(L, (lua_Integer)*(const int64_t *)sq_tensor_data(t));
     else push_value(L, t->dtype, sq_tensor_get_flat(t, 0));
     return 1;
@@ -600,7 +707,7 @@ static void tolist_rec(lua_State *L, const sq_tensor *c, int depth, int64_t *pos
 static int t_tolist(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    sq_tensor *t = sq_lua_check_tensor(L, 1);
+    sq_tensor *t = on_host(L, sq_lua_check_tensor(L, 1), "tolist");
     sq_lua_tensor *tmp = new_slot(L); /* holds the contiguous copy while we build */
     sq_status st = sq_tensor_contiguous_raw(ctx, t, &tmp->t);
     if (st != SQ_OK) return fail(L, "tolist", st, 0);
@@ -625,10 +732,45 @@ static int convert(lua_State *L, sq_tensor *t, sq_dtype dt)
     return 1;
 }
 
+/* t:to(device) -> a copy on "cpu" / "cuda" (t itself when already there) */
+static int move(lua_State *L, sq_tensor *t, sq_device dev, const char *name)
+{
+    if (dev == SQ_CUDA && !sq_device_available(SQ_CUDA))
+        return luaL_error(L, "%s: no usable GPU (squeeze.cuda.available() is false)", name);
+    sq_lua_tensor *slot = new_slot(L);
+    sq_status st = sq_tensor_to_device(sq_lua_ctx(L), t, dev, &slot->t);
+    if (st != SQ_OK) return fail(L, name, st, 0);
+    return 1;
+}
+
+/* t:to(dtype | device | {dtype =, device =}) */
 static int t_to(lua_State *L)
 {
     sq_tensor *t = sq_lua_check_tensor(L, 1);
+    const char *s = lua_tostring(L, 2);
+    if (lua_type(L, 2) == LUA_TSTRING && sq_device_parse(s) >= 0)
+        return move(L, t, (sq_device)sq_device_parse(s), "to");
+    if (lua_istable(L, 2)) {
+        create_opts o = check_opts_dev(L, 2, t->dtype, t->storage->device);
+        convert(L, t, o.dtype);
+        return move(L, sq_lua_check_tensor(L, -1), o.device, "to");
+    }
     return convert(L, t, check_dtype_at(L, 2, 2));
+}
+
+static int t_cuda(lua_State *L) { return move(L, sq_lua_check_tensor(L, 1), SQ_CUDA, "cuda"); }
+static int t_cpu(lua_State *L) { return move(L, sq_lua_check_tensor(L, 1), SQ_CPU, "cpu"); }
+
+static int t_device(lua_State *L)
+{
+    lua_pushstring(L, sq_device_name(sq_lua_check_tensor(L, 1)->storage->device));
+    return 1;
+}
+
+static int t_is_cuda(lua_State *L)
+{
+    lua_pushboolean(L, sq_lua_check_tensor(L, 1)->storage->device == SQ_CUDA);
+    return 1;
 }
 static int t_float(lua_State *L) { return convert(L, sq_lua_check_tensor(L, 1), SQ_F32); }
 static int t_double(lua_State *L) { return convert(L, sq_lua_check_tensor(L, 1), SQ_F64); }
@@ -1354,6 +1496,7 @@ static int t_backward(lua_State *L)
                                                    sq_dtype_name(g->dtype), sq_dtype_name(t->dtype)));
     sq_status st = sq_backward(ctx, t, g);
     if (st != SQ_OK) return fail(L, "backward", st, 0);
+    sq_lua_device_gc(L, 1); /* the step's activations just died: give their GPU memory back */
     return 0;
 }
 
@@ -1445,7 +1588,7 @@ static int l_memory(lua_State *L)
     const sq_mem *m = &ctx->mem;
     lua_newtable(L);
     for (int d = 0; d < SQ_NDEVICE; d++) {
-        if (d != SQ_CPU && m->total_peak[d] == 0) continue;
+        if (d != SQ_CPU && m->total_peak[d] == 0 && !(d == SQ_CUDA && ctx->cuda)) continue;
         lua_createtable(L, 0, 2);
         push_mem_cats(L, m->cur[d], m->total_cur[d]);
         lua_setfield(L, -2, "current");
@@ -1509,7 +1652,8 @@ static const luaL_Reg tensor_methods[] = {
     {"numel", t_numel}, {"dtype", t_dtype}, {"is_contiguous", t_is_contiguous},
     {"get", t_get}, {"set", t_set}, {"item", t_item}, {"tolist", t_tolist},
     {"totable", t_tolist}, {"bytes", t_bytes},
-    {"to", t_to}, {"float", t_float}, {"double", t_double}, {"long", t_long}, {"int", t_int},
+    {"to", t_to}, {"cuda", t_cuda}, {"cpu", t_cpu}, {"device", t_device}, {"is_cuda", t_is_cuda},
+    {"float", t_float}, {"double", t_double}, {"long", t_long}, {"int", t_int},
     {"clone", t_clone}, {"contiguous", t_contiguous}, {"copy_", t_copy_}, {"fill_", t_fill_},
     {"zero_", t_zero_}, {"add_", t_add_},
     {"reshape", t_reshape}, {"view", t_reshape}, {"transpose", t_transpose}, {"t", t_transpose},

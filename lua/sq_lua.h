@@ -24,8 +24,30 @@
 /* Tensor userdata: t becomes NULL after __close / __gc (both idempotent). */
 typedef struct { sq_tensor *t; } sq_lua_tensor;
 
+/* What the ctx upvalue holds: the engine context first (so its address is
+ * the sq_ctx's), then the Lua layer's own bookkeeping. */
+typedef struct {
+    sq_ctx ctx;
+    /* Dead tensor userdata keep their device memory until Lua collects them,
+     * and Lua's collector only sees its own small heap (sq_lua_device_gc):
+     * mark = ctx.mem.allocated[SQ_CUDA] at the last collection, live = GPU
+     * bytes held after it, full_live = after the last backward pass;
+     * generational = the collector was switched to generational mode. */
+    int64_t gc_mark, gc_live, gc_full_live;
+    int gc_generational;
+} sq_lua_state;
+
 /* The context of this Lua state (upvalue 1 of every binding function). */
 sq_ctx *sq_lua_ctx(lua_State *L);
+/* Gives the GPU memory of dead tensor userdata back.  Once the GPU is in
+ * use the collector runs in generational mode, and a young collection
+ * (cheap: it visits what was created since the last one) runs after every
+ * backward pass -- the step's activations just died -- and wherever the GPU
+ * allocated max(256 MiB, what was live) since the last collection.  A full
+ * collection follows a backward pass when what stays live across backward
+ * passes grew by more than 256 MiB and half (dead tensors that aged into
+ * the old generation).  Never collects in a CPU-only run. */
+void sq_lua_device_gc(lua_State *L, int after_backward);
 /* Raises "bad argument #arg to 'fn' (tensor expected, got X)" or "(tensor is closed)". */
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg);
 /* nil/none -> NULL, otherwise as sq_lua_check_tensor. */
@@ -50,6 +72,7 @@ void sq_lua_open_lowrank(lua_State *L, int ctx_index); /* l_lowrank.c: SVD, low-
 void sq_lua_open_store(lua_State *L, int ctx_index);   /* l_store.c: SQLite results store */
 void sq_lua_open_proc(lua_State *L, int ctx_index);    /* l_proc.c: processes, signals, files for the runner */
 void sq_lua_open_actprune(lua_State *L, int ctx_index); /* l_actprune.c: pruned linear, BSR prune-and-pack */
+void sq_lua_open_cuda(lua_State *L, int ctx_index);    /* l_cuda.c: the GPU: availability, sync, TF32, memory, events */
 
 /* luaopen for `require "squeeze.core"` (l_core.c). */
 int luaopen_squeeze_core(lua_State *L);

@@ -42,13 +42,16 @@ end
 
 -- ---- batches --------------------------------------------------------------------
 
--- data.batches(ds, batch_size [, {shuffle = false, drop_last = false, reuse = false}])
+-- data.batches(ds, batch_size [, {shuffle = false, drop_last = false, reuse = false, device = "cpu"}])
 --   -> iterator of xb, yb, batch_index (1-based)
 -- ds: {x =, y = [, n =]} with rows along dim 1.  shuffle draws one
 -- permutation per call from the seeded generator (so one per epoch when
 -- called once per epoch).  reuse = true gathers every full batch into the
 -- same two buffers: less allocation, but a batch is only valid until the
--- next iteration.
+-- next iteration.  device = "cuda" hands out batches on the GPU: each is
+-- gathered on the CPU and sent with an asynchronous host-to-device copy
+-- through the context's pinned staging buffers (the CPU gathers the next
+-- batch while the GPU still copies this one); the dataset stays on the CPU.
 function data.batches(ds, batch_size, o)
   if type(ds) ~= "table" or not core.is_tensor(ds.x) then
     error("bad argument #1 to 'data.batches' (dataset {x =, y =} expected)", 2)
@@ -57,7 +60,11 @@ function data.batches(ds, batch_size, o)
     error("bad argument #2 to 'data.batches' (batch size must be an integer >= 1, got " .. tostring(batch_size) .. ")", 2)
   end
   o = opts_table(o, "data.batches", 3)
-  check_keys(o, { shuffle = true, drop_last = true, reuse = true }, "data.batches")
+  check_keys(o, { shuffle = true, drop_last = true, reuse = true, device = true }, "data.batches")
+  local device = o.device or "cpu"
+  if device ~= "cpu" and device ~= "cuda" then
+    error("bad argument #3 to 'data.batches' (device must be \"cpu\" or \"cuda\", got " .. tostring(device) .. ")", 2)
+  end
   local n = ds.x:shape()[1]
   if ds.n ~= nil and ds.n ~= n then error(("data.batches: ds.n = %s but x has %d rows"):format(tostring(ds.n), n), 2) end
   if ds.y ~= nil and ds.y:shape()[1] ~= n then
@@ -86,6 +93,10 @@ function data.batches(ds, batch_size, o)
     else
       xb = core.gather_rows(ds.x, idx)
       yb = ds.y and core.gather_rows(ds.y, idx)
+    end
+    if device ~= "cpu" then
+      xb = xb:to(device)
+      yb = yb and yb:to(device)
     end
     return xb, yb, i
   end

@@ -10,6 +10,9 @@ local core = require "squeeze.core"
 
 local M = {}
 for k, v in pairs(core) do M[k] = v end
+-- squeeze.cuda is the module lua/squeeze/cuda.lua (loaded on first use, and
+-- callable: squeeze.cuda(t) is t:cuda()), not the tensor method of that name.
+M.cuda = nil
 
 M.version = core.version
 -- Wall-clock seconds from a monotonic clock (the engine's one timer).

@@ -140,6 +140,41 @@ function Module:zero_grad()
   return self
 end
 
+-- Moves every parameter to `device` ("cpu" or "cuda"): each becomes a copy
+-- on that device under the same name, in the same memory category ("param")
+-- and with the same requires_grad (frozen stays frozen); a parameter shared
+-- between modules stays shared.  Gradients are dropped.  Create the
+-- optimizer after moving: it holds the tensors it was given.
+function Module:to(device)
+  if device ~= "cpu" and device ~= "cuda" then
+    error(("%s:to: device must be \"cpu\" or \"cuda\", got %s"):format(self._class, tostring(device)), 2)
+  end
+  local moved = {}
+  for _, e in ipairs(self:named_modules()) do
+    local m = e.module
+    for _, pe in ipairs(m._params) do
+      local p = pe.param
+      local q = moved[p]
+      if not q then
+        q = p:to(device)
+        moved[p] = q
+      end
+      pe.param = q
+      m[pe.name] = q
+    end
+  end
+  return self
+end
+
+function Module:cuda() return self:to("cuda") end
+function Module:cpu() return self:to("cpu") end
+
+-- "cpu" or "cuda": where the first parameter lives ("cpu" without parameters)
+function Module:device()
+  local p = self:parameters()[1]
+  return p and p:device() or "cpu"
+end
+
 -- name -> tensor sharing the parameter's storage (detached).
 function Module:state_dict()
   local sd = {}
@@ -788,10 +823,12 @@ function GPT:forward(idx)
   if T > self.context then
     error(("GPT: sequence length %d exceeds the context %d"):format(T, self.context), 2)
   end
-  local pos = self._pos[T]
+  local dev = idx:device()
+  local key = dev .. ":" .. T
+  local pos = self._pos[key]
   if not pos then
-    pos = core.arange(T)
-    self._pos[T] = pos
+    pos = core.arange(T, { device = dev })
+    self._pos[key] = pos
   end
   local x = self.tok_emb:forward(idx) + self.pos_emb:forward(pos) -- (B,T,D) + (T,D)
   for i = 1, self.layers do x = self.blocks[i]:forward(x) end
@@ -810,7 +847,7 @@ end
 -- cross_entropy(logits (N,C) or (B,T,C), targets (N) or (B,T) int64 with
 -- 0-based classes, or a Lua list of them): mean over all positions.
 function nn.cross_entropy(logits, targets)
-  if type(targets) == "table" then targets = core.tensor(targets, "int64") end
+  if type(targets) == "table" then targets = core.tensor(targets, { dtype = "int64", device = logits:device() }) end
   if logits:dim() > 2 then
     local c = logits:size(-1)
     logits = logits:reshape(-1, c)
