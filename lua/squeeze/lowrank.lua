@@ -219,26 +219,20 @@ local function replace_child(parent, cname, new)
   if i and rawget(parent, i) ~= nil then parent[i] = new end -- ModuleList / Sequential index
 end
 
--- lowrank.decompose(model, opts) -> model, report
--- opts: rank | ratio | energy, quantum (linear and 1x1 layers);
---       rank_in / rank_out, or ratio (+ quantum) for kxk convs;
---       layers = nil (every Linear / Conv2d) | name | {names} | function(name, module) -> bool;
---       per_layer = { [name] = {options overriding the above} };
---       keep_larger = false: a layer whose factors hold at least as many
---         parameters as the dense layer is left dense (reported as skipped);
---       conv_groups = "ends_core" | "in_out" (freezing groups of Tucker-2); driver.
--- report: list of {name, kind, shape, rank / rank_in, rank_out, energy_kept,
---         params_dense, params_lowrank, skipped = reason or nil}, in model order.
-function lowrank.decompose(model, opts)
-  opts = opts_of(opts)
-  if opts.conv_groups ~= nil and opts.conv_groups ~= "ends_core" and opts.conv_groups ~= "in_out" then
-    error("decompose: conv_groups must be \"ends_core\" or \"in_out\", got " .. tostring(opts.conv_groups), 2)
-  end
+-- The Linear / Conv2d layers that opts.layers selects, in model order, each
+-- with the options that apply to it (opts, then opts.per_layer[name]).
+local function layer_jobs(model, opts)
   local jobs = {}
   local function visit(m, name, parent, cname)
     if lowrank.is_decomposed(m) then return end -- already factored: leave its factors alone
     if (is_class(m, nn.Linear) or is_class(m, nn.Conv2d)) and selected(opts.layers, name, m) then
-      jobs[#jobs + 1] = { name = name, module = m, parent = parent, cname = cname }
+      local o = {}
+      for k, v in pairs(opts) do o[k] = v end
+      if opts.per_layer and opts.per_layer[name] then
+        for k, v in pairs(opts.per_layer[name]) do o[k] = v end
+      end
+      o.per_layer, o.layers = nil, nil
+      jobs[#jobs + 1] = { name = name, module = m, parent = parent, cname = cname, opts = o }
       return
     end
     for _, c in ipairs(m._children) do
@@ -246,29 +240,249 @@ function lowrank.decompose(model, opts)
     end
   end
   visit(model, "", nil, nil)
+  return jobs
+end
+
+-- Shape facts of a layer: kind, M/K (linear and 1x1: out, in), O/C/k (conv), bias count.
+local function layer_shape(m)
+  local s = m.weight:shape()
+  local nb = m.bias and m.bias:numel() or 0
+  if is_class(m, nn.Linear) then return { kind = "linear", M = s[1], K = s[2], nb = nb, shape = s } end
+  if s[3] == 1 and s[4] == 1 then return { kind = "conv1x1", M = s[1], K = s[2], nb = nb, shape = s } end
+  return { kind = "tucker2", O = s[1], C = s[2], kh = s[3], kw = s[4], nb = nb, shape = s }
+end
+
+-- The reason a layer has no rank on the q-grid (q larger than a dimension
+-- the rank is bounded by), or nil.  Only ratio / energy ranks are quantized.
+local function no_grid_reason(sh, o)
+  local q = o.quantum or 1
+  if q <= 1 or o.rank ~= nil or o.rank_in ~= nil or o.rank_out ~= nil then return nil end
+  if sh.kind ~= "tucker2" then
+    local lim = math.min(sh.M, sh.K)
+    if q > lim then return ("quantum %d > min(%d,%d)"):format(q, sh.M, sh.K) end
+    return nil
+  end
+  local lo, li = math.min(sh.O, sh.C * sh.kh * sh.kw), math.min(sh.C, sh.O * sh.kh * sh.kw)
+  if q > lo or q > li then return ("quantum %d > rank limits %d (out), %d (in)"):format(q, lo, li) end
+  return nil
+end
+
+-- Rank and parameter count of one layer without decomposing it (rank or
+-- ratio, + quantum; energy needs the SVD and is not planned).
+local function plan_layer(sh, o)
+  local info = { kind = sh.kind, shape = table.concat(sh.shape, "x") }
+  if sh.kind ~= "tucker2" then
+    local r, raw
+    if o.rank ~= nil then r, raw = o.rank, o.rank
+    elseif o.ratio ~= nil then r, raw = core.rank_for(sh.M, sh.K, { ratio = o.ratio, quantum = o.quantum })
+    else error("plan: give rank or ratio (energy needs the SVD: use decompose)", 0) end
+    if r > math.min(sh.M, sh.K) then error(("rank %d > min(%d,%d)"):format(r, sh.M, sh.K), 0) end
+    local c = core.lowrank_linear_cost(sh.M, sh.K, r, { bias = sh.nb > 0 })
+    info.rank, info.rank_raw, info.params_dense, info.params_lowrank = r, raw, c.params_dense, c.params_lowrank
+  else
+    local ro, ri
+    if o.rank_in or o.rank_out or o.rank then ri, ro = o.rank_in or o.rank, o.rank_out or o.rank
+    elseif o.ratio ~= nil then
+      ro, ri = core.tucker2_rank_for(sh.O, sh.C, sh.kh, sh.kw, { ratio = o.ratio, quantum = o.quantum })
+    else error("plan: give rank_in / rank_out or ratio for a " .. info.shape .. " conv", 0) end
+    local c = core.lowrank_conv_cost(sh.O, sh.C, sh.kh, sh.kw, ro, ri, { bias = sh.nb > 0 })
+    info.rank_out, info.rank_in, info.params_dense, info.params_lowrank = ro, ri, c.params_dense, c.params_lowrank
+  end
+  return info
+end
+
+-- Records the input / output shape of every Linear / Conv2d (at any depth)
+-- during one forward of x (no gradient, eval mode kept as it is):
+-- {[name] = {input = {...}, output = {...}, module = m}}.
+function lowrank.trace(model, x)
+  local rec, patched = {}, {}
+  for _, e in ipairs(model:named_modules()) do
+    local m = e.module
+    local cls = getmetatable(m)
+    if (cls == nn.Linear or cls == nn.Conv2d) and rawget(m, "forward") == nil then
+      rawset(m, "forward", function(self, inp)
+        local y = cls.forward(self, inp)
+        rec[e.name] = { input = inp:shape(), output = y:shape(), module = m }
+        return y
+      end)
+      patched[#patched + 1] = m
+    end
+  end
+  local ok, err = pcall(core.no_grad, function() return model:forward(x) end)
+  for _, m in ipairs(patched) do rawset(m, "forward", nil) end
+  if not ok then error(err, 2) end
+  return rec
+end
+
+-- FLOPs (2 x multiply-adds) of the Linear / Conv2d layers in one forward of
+-- x, dense or decomposed alike (factors are Linear / Conv2d); elementwise
+-- ops, pooling and biases are not counted.  -> total, {[name] = flops}
+function lowrank.flops(model, x)
+  local total, per = 0, {}
+  for name, r in pairs(lowrank.trace(model, x)) do
+    local m, f = r.module, 0
+    if getmetatable(m) == nn.Linear then
+      local rows = 1
+      for i = 1, #r.input - 1 do rows = rows * r.input[i] end
+      f = 2 * rows * m.in_features * m.out_features
+    else
+      local o = r.output
+      f = 2 * o[1] * o[3] * o[4] * m.out_channels * m.in_channels * m.k * m.k
+    end
+    per[name], total = f, total + f
+  end
+  return total, per
+end
+
+-- Rank optimization for one layer (methods.md §2 step 3): times the q-grid
+-- ranks around the planned rank with lowrank.search on this layer's input
+-- shape, within the planned rank's parameter budget, and returns the largest
+-- rank whose time is within (1 + tol) of the fastest candidate's.
+local function searched_rank(m, sh, planned, o, shapes, name)
+  local s = o.search
+  local inp = shapes and shapes[name] and shapes[name].input
+  local so = { quantum = o.quantum or 1, window = s.window or 1, repeats = s.repeats or 3,
+               warmup = s.warmup, dense = false, freeze = s.freeze }
+  local r0
+  if sh.kind == "tucker2" then
+    -- lowrank.search times Tucker-2 candidates with r_in = r_out = r
+    r0 = math.max(1, math.floor(math.sqrt(planned.rank_in * planned.rank_out) + 0.5))
+    so.max_params = core.lowrank_conv_cost(sh.O, sh.C, sh.kh, sh.kw, planned.rank_out, planned.rank_in,
+                                           { bias = false }).params_lowrank
+    if inp then so.batch, so.image = inp[1], { inp[3], inp[4] } end
+  else
+    r0 = planned.rank
+    so.max_params = planned.rank * (sh.M + sh.K)
+    if inp then
+      local rows = 1
+      for i = 1, #inp - 1 do rows = rows * inp[i] end
+      if sh.kind == "conv1x1" then so.batch, so.image = inp[1], { inp[3], inp[4] } else so.batch = rows end
+    end
+  end
+  so.r0 = r0
+  local res = lowrank.search(m, so)
+  local tmin = math.huge
+  for _, t in ipairs(res.trials) do
+    if t.within_budget and t.seconds and t.seconds < tmin then tmin = t.seconds end
+  end
+  local best = res.best
+  for _, t in ipairs(res.trials) do
+    if t.within_budget and t.seconds and t.seconds <= (1 + (s.tol or 0.05)) * tmin and t.rank > best then
+      best = t.rank
+    end
+  end
+  return best, res
+end
+
+local function check_common(opts, fname)
+  if opts.conv_groups ~= nil and opts.conv_groups ~= "ends_core" and opts.conv_groups ~= "in_out" then
+    error(fname .. ": conv_groups must be \"ends_core\" or \"in_out\", got " .. tostring(opts.conv_groups), 3)
+  end
+  if opts.no_grid ~= nil and opts.no_grid ~= "error" and opts.no_grid ~= "dense" then
+    error(fname .. ": no_grid must be \"error\" or \"dense\", got " .. tostring(opts.no_grid), 3)
+  end
+end
+
+-- lowrank.plan(model, opts) -> report
+-- What decompose(model, opts) would do, without an SVD and without changing
+-- the model: the same report (rank / rank_raw or rank_in / rank_out,
+-- params_dense, params_lowrank, skipped) for rank or ratio (+ quantum)
+-- options.  Cheap enough for a sweep's filter.
+function lowrank.plan(model, opts)
+  opts = opts_of(opts)
+  check_common(opts, "plan")
+  local report = {}
+  for _, j in ipairs(layer_jobs(model, opts)) do
+    local sh = layer_shape(j.module)
+    local why = no_grid_reason(sh, j.opts)
+    local info
+    if why and j.opts.no_grid == "dense" then
+      info = { kind = sh.kind, shape = table.concat(sh.shape, "x"), skipped = why }
+    else
+      local ok, res = pcall(plan_layer, sh, j.opts)
+      if not ok then error(("plan: layer '%s': %s"):format(j.name, tostring(res)), 2) end
+      info = res
+      if not j.opts.keep_larger and info.params_lowrank >= info.params_dense then
+        info.skipped = ("no saving: %d factor parameters >= %d dense"):format(info.params_lowrank, info.params_dense)
+      end
+    end
+    info.name = j.name
+    report[#report + 1] = info
+  end
+  return report
+end
+
+-- lowrank.decompose(model, opts) -> model, report
+-- opts: rank | ratio | energy, quantum (linear and 1x1 layers);
+--       rank_in / rank_out, or ratio (+ quantum) for kxk convs;
+--       layers = nil (every Linear / Conv2d) | name | {names} | function(name, module) -> bool;
+--       per_layer = { [name] = {options overriding the above} };
+--       keep_larger = false: a layer whose factors hold at least as many
+--         parameters as the dense layer is left dense (reported as skipped);
+--       no_grid = "error" | "dense": a layer with no rank on the q-grid
+--         (quantum larger than the dimension bounding its rank, e.g. q = 64
+--         for a 512x10 head) raises, or is left dense and reported skipped;
+--       search = nil | {sample = x, window = 1, tol = 0.05, repeats = 3, warmup, freeze}:
+--         rank optimization with ratio: each layer's rank is chosen by timing
+--         the q-grid ranks around the planned (quantized) rank on this device
+--         (lowrank.search, forward + backward, the layer's input shape traced
+--         from one forward of `sample`), within the planned rank's parameter
+--         budget; the largest rank within (1 + tol) of the fastest is taken.
+--         kxk convs get r_in = r_out = the searched rank.  report.search
+--         holds the trials;
+--       conv_groups = "ends_core" | "in_out" (freezing groups of Tucker-2); driver.
+-- report: list of {name, kind, shape, rank / rank_in, rank_out, energy_kept,
+--         params_dense, params_lowrank, skipped = reason or nil}, in model order.
+-- A failure on any layer raises before any layer is replaced.
+function lowrank.decompose(model, opts)
+  opts = opts_of(opts)
+  check_common(opts, "decompose")
+  local search = opts.search
+  if search ~= nil then
+    if type(search) ~= "table" then error("decompose: search must be a table of options", 2) end
+    if opts.ratio == nil then error("decompose: search needs ratio (the parameter budget)", 2) end
+  end
+  local jobs = layer_jobs(model, opts)
+  local shapes = search and search.sample and lowrank.trace(model, search.sample) or nil
   local report = {}
   for _, j in ipairs(jobs) do
-    local o = {}
-    for k, v in pairs(opts) do o[k] = v end
-    if opts.per_layer and opts.per_layer[j.name] then
-      for k, v in pairs(opts.per_layer[j.name]) do o[k] = v end
-    end
-    o.per_layer, o.layers = nil, nil
+    local o = j.opts
+    local sh = layer_shape(j.module)
+    local why = no_grid_reason(sh, o)
     local new, info
-    local ok, err = pcall(function()
-      if is_class(j.module, nn.Linear) then new, info = lowrank.decompose_linear(j.module, o)
-      else new, info = lowrank.decompose_conv(j.module, o) end
-    end)
-    if not ok then error(("decompose: layer '%s': %s"):format(j.name, tostring(err)), 2) end
-    info.name = j.name
-    if not o.keep_larger and info.params_lowrank >= info.params_dense then
-      info.skipped = ("no saving: %d factor parameters >= %d dense"):format(info.params_lowrank, info.params_dense)
-    elseif j.parent then
-      replace_child(j.parent, j.cname, new)
+    if why and o.no_grid == "dense" then
+      info = { kind = sh.kind, shape = table.concat(sh.shape, "x"), skipped = why }
     else
-      model = new -- the model itself was a single layer
+      local ok, err = pcall(function()
+        local trials
+        if search then
+          local planned = plan_layer(sh, o)
+          if o.keep_larger or planned.params_lowrank < planned.params_dense then
+            local r
+            r, trials = searched_rank(j.module, sh, planned, o, shapes, j.name)
+            o.ratio, o.quantum = nil, nil
+            if sh.kind == "tucker2" then o.rank_in, o.rank_out = r, r else o.rank = r end
+          end
+        end
+        if is_class(j.module, nn.Linear) then new, info = lowrank.decompose_linear(j.module, o)
+        else new, info = lowrank.decompose_conv(j.module, o) end
+        info.search = trials
+      end)
+      if not ok then error(("decompose: layer '%s': %s"):format(j.name, tostring(err)), 2) end
+      if not o.keep_larger and info.params_lowrank >= info.params_dense then
+        info.skipped = ("no saving: %d factor parameters >= %d dense"):format(info.params_lowrank, info.params_dense)
+      end
     end
+    info.name = j.name
+    if not info.skipped then j.new = new end
     report[#report + 1] = info
+  end
+  -- every layer is decomposed before any is replaced: a failure leaves the model as it was
+  for _, j in ipairs(jobs) do
+    if j.new then
+      if j.parent then replace_child(j.parent, j.cname, j.new)
+      else model = j.new end -- the model itself was a single layer
+    end
   end
   return model, report
 end

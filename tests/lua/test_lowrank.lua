@@ -242,4 +242,89 @@ T.test("rank search: grid ranks only, fastest within the budget", function()
   T.raises(function() core.lowrank_search(64, 64, { r0 = 16, quantum = 0 }, function() end) end, "quantum 0 < 1")
 end)
 
+T.test("plan: the same ranks, parameters and skips as decompose, without an SVD", function()
+  local function key(rep)
+    local out = {}
+    for _, r in ipairs(rep) do
+      out[#out + 1] = ("%s:%s/%s/%s:%s:%s"):format(r.name, tostring(r.rank), tostring(r.rank_in),
+        tostring(r.rank_out), tostring(r.params_lowrank), r.skipped and "skip" or "keep")
+    end
+    return table.concat(out, " ")
+  end
+  for _, q in ipairs { 1, 8, 16, 32 } do
+    local opts = { ratio = 2, quantum = q, no_grid = "dense" }
+    local mlp = nn.MLP { sizes = { 40, 24, 10 } }
+    local rn = nn.ResNet { widths = { 8, 16 }, image = 8 }
+    local p1, p2 = lowrank.plan(mlp, opts), lowrank.plan(rn, opts)
+    local _, d1 = lowrank.decompose(mlp, opts)
+    local _, d2 = lowrank.decompose(rn, opts)
+    T.eq(key(p1), key(d1), "MLP q=" .. q)
+    T.eq(key(p2), key(d2), "ResNet q=" .. q)
+  end
+  T.raises(function() lowrank.plan(nn.MLP { sizes = { 8, 4 } }, { energy = 0.9 }) end, "energy needs the SVD")
+  T.raises(function() lowrank.plan(nn.MLP { sizes = { 8, 4 } }, { ratio = 2, no_grid = "skip" }) end,
+    "no_grid must be \"error\" or \"dense\"")
+end)
+
+T.test("no_grid: a quantum above a layer's dimensions raises, or leaves the layer dense", function()
+  local model = nn.MLP { sizes = { 64, 48, 10 } }
+  T.raises(function() lowrank.decompose(model, { ratio = 2, quantum = 16 }) end,
+    "layer 'layers.2'")
+  T.raises(function() lowrank.decompose(model, { ratio = 2, quantum = 16 }) end, "(quantum 16 > min(10,48)")
+  T.check(not lowrank.is_decomposed(model.layers[1]), "a failed decompose leaves every layer as it was")
+  local _, rep = lowrank.decompose(model, { ratio = 2, quantum = 16, no_grid = "dense" })
+  T.eq(rep[1].rank, 16)
+  T.eq(rep[2].skipped, "quantum 16 > min(10,48)")
+  T.check(lowrank.is_decomposed(model.layers[1]) and not lowrank.is_decomposed(model.layers[2]))
+  local conv = nn.Sequential(nn.Conv2d(8, 16, 3, { pad = 1 }))
+  local _, crep = lowrank.decompose(conv, { ratio = 2, quantum = 16, no_grid = "dense" })
+  T.eq(crep[1].skipped, "quantum 16 > rank limits 16 (out), 8 (in)")
+end)
+
+T.test("trace and flops: layer shapes and 2 x multiply-adds, dense and factored", function()
+  local mlp = nn.MLP { sizes = { 20, 12, 6 } }
+  local x = core.randn({ 5, 20 })
+  local tr = lowrank.trace(mlp, x)
+  T.eq(table.concat(tr["layers.2"].input, "x"), "5x12")
+  local f = lowrank.flops(mlp, x)
+  T.eq(f, 2 * 5 * (20 * 12 + 12 * 6))
+  lowrank.decompose(mlp, { rank = 4, keep_larger = true })
+  local f2, per = lowrank.flops(mlp, x)
+  T.eq(f2, 2 * 5 * 4 * (20 + 12) + 2 * 5 * 4 * (12 + 6))
+  T.eq(per["layers.1.first"], 2 * 5 * 4 * 20)
+  T.check(rawget(mlp.layers[1].first, "forward") == nil, "the tracer leaves no instance override behind")
+  -- a strided 3x3 conv and its Tucker-2 factors, against the engine's cost model
+  local conv = nn.Sequential(nn.Conv2d(6, 8, 3, { stride = 2, pad = 1 }))
+  local xc = core.randn({ 2, 6, 9, 9 })
+  T.eq(lowrank.flops(conv, xc), 2 * 2 * 5 * 5 * 8 * 6 * 9)
+  lowrank.decompose(conv, { rank_in = 3, rank_out = 4 })
+  local c = core.lowrank_conv_cost(8, 6, 3, 3, 4, 3, { N = 2, H = 9, W = 9, stride = 2, pad = 1 })
+  T.eq(lowrank.flops(conv, xc), c.flops_lowrank)
+end)
+
+T.test("decompose with search: grid ranks within the planned budget, trials reported", function()
+  local model = nn.MLP { sizes = { 96, 64, 10 } }
+  local x = core.randn({ 32, 96 })
+  local plan = lowrank.plan(model, { ratio = 2, quantum = 8, no_grid = "dense", layers = "layers.1" })
+  T.eq(plan[1].rank, 16) -- floor(6144 / 320) = 19 -> 16 on the 8-grid
+  local _, rep = lowrank.decompose(model, { ratio = 2, quantum = 8, layers = "layers.1",
+                                            search = { sample = x, window = 1, repeats = 2 } })
+  T.check(rep[1].rank == 8 or rep[1].rank == 16, "rank " .. rep[1].rank)
+  T.eq(#rep[1].search.trials, 3)
+  for _, t in ipairs(rep[1].search.trials) do
+    T.eq(t.within_budget, t.rank <= 16)
+  end
+  -- window 0: the planned rank is the only candidate
+  local m2 = nn.MLP { sizes = { 96, 64, 10 } }
+  local _, rep2 = lowrank.decompose(m2, { ratio = 2, quantum = 8, layers = "layers.1", search = { window = 0, repeats = 1 } })
+  T.eq(rep2[1].rank, 16)
+  -- a conv: r_in = r_out = the searched rank, input shape from the sample
+  local rn = nn.Sequential(nn.Conv2d(16, 16, 3, { pad = 1 }))
+  local _, crep = lowrank.decompose(rn, { ratio = 2, quantum = 4, search = { sample = core.randn({ 2, 16, 6, 6 }), repeats = 1 } })
+  T.eq(crep[1].rank_in, crep[1].rank_out)
+  T.check(crep[1].rank_in % 4 == 0)
+  T.raises(function() lowrank.decompose(nn.MLP { sizes = { 8, 4 } }, { rank = 2, search = {} }) end,
+    "search needs ratio")
+end)
+
 T.finish()
