@@ -12,6 +12,8 @@
  *   core.cuda_reset_peak()               restarts the allocator's and the context's GPU peaks
  *   core.cuda_empty_cache()              gives cached blocks back to the driver
  *   core.cuda_event() -> event           ev:record(); ev:elapsed_ms(later_event) (waits for it)
+ *   core.cuda_profile_begin([n]); core.cuda_profile_end() -> text
+ *                                        GPU time per kernel between the two (sq_cuda_profile_end)
  *
  * Errors: "cuda: <what failed>" for a GPU that cannot be used or a failed
  * CUDA call; argument errors as usual. */
@@ -141,6 +143,27 @@ static int l_empty_cache(lua_State *L)
     return 0;
 }
 
+/* cuda_profile_begin([max launches = 65536]); cuda_profile_end() -> table text */
+static int l_profile_begin(lua_State *L)
+{
+    lua_Integer cap = luaL_optinteger(L, 1, 65536);
+    if (cap < 2 || cap > (1 << 24)) return luaL_argerror(L, 1, "launch count must be in 2..16777216");
+    need_backend(L);
+    sq_status st = sq_cuda_profile_begin(sq_lua_ctx(L), (int)cap);
+    if (st != SQ_OK) return sq_lua_raise(L, "cuda.profile", st);
+    return 0;
+}
+
+static int l_profile_end(lua_State *L)
+{
+    luaL_Buffer b;
+    char *p = luaL_buffinitsize(L, &b, 16384);
+    sq_status st = sq_cuda_profile_end(sq_lua_ctx(L), p, 16384);
+    if (st != SQ_OK) return sq_lua_raise(L, "cuda.profile", st);
+    luaL_pushresultsize(&b, strlen(p));
+    return 1;
+}
+
 /* ---- events ------------------------------------------------------------------------ */
 
 static l_event *check_event(lua_State *L, int arg)
@@ -201,6 +224,7 @@ static const luaL_Reg cuda_fns[] = {
     {"cuda_synchronize", l_synchronize}, {"cuda_set_tf32", l_set_tf32}, {"cuda_tf32", l_tf32},
     {"cuda_memory", l_memory}, {"cuda_reset_peak", l_reset_peak},
     {"cuda_empty_cache", l_empty_cache}, {"cuda_event", l_event_new},
+    {"cuda_profile_begin", l_profile_begin}, {"cuda_profile_end", l_profile_end},
     {NULL, NULL}};
 
 void sq_lua_open_cuda(lua_State *L, int ctx_index)

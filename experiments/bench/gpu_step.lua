@@ -14,7 +14,9 @@
 -- steps, next to the caching allocator's reservation.
 --
 --   squeeze run experiments/bench/gpu_step.lua models=mlp,resmlp,gpt precisions=fp32,tf32 [warmup=5 steps=30]
--- prints one "RESULT side=squeeze ..." line per (model, precision).
+--                                              [profile=gpt]
+-- prints one "RESULT side=squeeze ..." line per (model, precision); profile=<model>
+-- adds the GPU time per kernel of one fp32 step of that model (squeeze.cuda.profile).
 local sq = require "squeeze"
 local nn, optim = sq.nn, sq.optim
 
@@ -106,6 +108,10 @@ for _, which in ipairs(models) do
     p1:record()
     local pipe = p0:elapsed_ms(p1) / steps
     local l = loss:item()
+    if ("," .. tostring(args.profile) .. ","):find("," .. which .. ",", 1, true) and prec == "fp32" then -- where one step's GPU time goes, per kernel
+      local report = sq.cuda.profile(step, false)
+      print(("PROFILE side=squeeze model=%s precision=%s (one step)\n%s"):format(which, prec, report))
+    end
     print(("RESULT side=squeeze model=%s precision=%s step_ms=%.3f fwd_ms=%.3f bwd_ms=%.3f opt_ms=%.3f "
       .. "pipelined_ms=%.3f peak_mib=%.1f reserved_mib=%.1f params=%d loss=%.4f")
       :format(which, prec, median(tot), median(fwd), median(bwd), median(upd), pipe,

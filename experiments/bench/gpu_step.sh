@@ -10,7 +10,10 @@
 # carry .device-deps (Lua and SQLite .debs; see tests/cuda/gpu_check.sh).
 # Environment: OUT (default /tmp/gpu_step), BUILD (default /tmp/build),
 # MODELS (default "mlp resmlp gpt"), STEPS (default 30), SKIP_TESTS=1,
-# PROFILE=<model> (a torch.profiler table of one fp32 step of that model).
+# PROFILE=<models> (GPU time per kernel of one fp32 step of that model on both
+# sides: torch.profiler and squeeze.cuda.profile; e.g. PROFILE=gpt),
+# RUN_LIMIT (s per program run, default 100), BUDGET (s after which the
+# second round is skipped, default 480).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export OUT=${OUT:-/tmp/gpu_step}
@@ -35,11 +38,20 @@ export LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD
 SQ=$BUILD/squeeze
 [ -x "$SQ" ] || { echo "gpu_step.sh: $SQ was not built (see $OUT/gpu_check.log)"; tail -30 "$OUT/gpu_check.log"; exit 2; }
 
-run_torch() { PYTHONUNBUFFERED=1 python3 experiments/bench/gpu_step_torch.py --models "$1" --steps "$STEPS" \
-                  ${PROFILE:+--profile "$PROFILE"} 2>&1 | tee -a "$raw"; }
-run_squeeze() { "$SQ" run experiments/bench/gpu_step.lua models="$1" steps="$STEPS" 2>&1 | tee -a "$raw"; }
+# each program run is capped (RUN_LIMIT s); the second round only runs while
+# the whole call stays inside BUDGET s (the lent machine's call limit is 600)
+RUN_LIMIT=${RUN_LIMIT:-100}
+BUDGET=${BUDGET:-480}
+run_torch() { PYTHONUNBUFFERED=1 timeout "$RUN_LIMIT" python3 experiments/bench/gpu_step_torch.py --models "$1" \
+                  --steps "$STEPS" ${PROFILE:+--profile "$PROFILE"} 2>&1 | tee -a "$raw"; }
+run_squeeze() { timeout "$RUN_LIMIT" "$SQ" run experiments/bench/gpu_step.lua models="$1" steps="$STEPS" \
+                  ${PROFILE:+profile="$PROFILE"} 2>&1 | tee -a "$raw"; }
 for round in 1 2; do  # alternate the programs, and their order, so drift hits both
     for m in $MODELS; do
+        if [ $round = 2 ] && [ $(( $(date +%s) - t0 )) -gt "$BUDGET" ]; then
+            echo "# round 2 of $m skipped: $(( $(date +%s) - t0 )) s used of a $BUDGET s budget" | tee -a "$raw"
+            continue
+        fi
         if [ $round = 1 ]; then run_torch "$m"; run_squeeze "$m"; else run_squeeze "$m"; run_torch "$m"; fi
     done
 done >"$OUT/gpu_step_runs.log"

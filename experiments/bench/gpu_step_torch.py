@@ -137,7 +137,7 @@ def main():
     ap.add_argument("--precisions", default="fp32,tf32")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--profile", default="", help="model to profile one step of with torch.profiler")
+    ap.add_argument("--profile", default="", help="models (comma-separated) to profile one fp32 step of with torch.profiler")
     a = ap.parse_args()
     dev = torch.device("cuda")
     print(f"# torch {torch.__version__} on {torch.cuda.get_device_name(0)}", flush=True)
@@ -194,12 +194,13 @@ def main():
             print(f"RESULT side=torch model={which} precision={prec} step_ms={med(tot):.3f} fwd_ms={med(fwd):.3f} "
                   f"bwd_ms={med(bwd):.3f} opt_ms={med(upd):.3f} pipelined_ms={pipe:.3f} peak_mib={peak:.1f} "
                   f"reserved_mib={reserved:.1f} params={nparams} loss={state['loss'].item():.4f}", flush=True)
-            if a.profile == which and prec == "fp32":
+            if which in a.profile.split(",") and prec == "fp32":
                 from torch.profiler import ProfilerActivity, profile
                 with profile(activities=[ProfilerActivity.CUDA]) as prof:
                     step(False)
                     torch.cuda.synchronize()
-                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15), flush=True)
+                print(f"PROFILE side=torch model={which} precision={prec} (one step)", flush=True)
+                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20), flush=True)
             del model, opt, x, y, state
             torch.cuda.empty_cache()
 

@@ -247,6 +247,9 @@ static void ctx_destroy(sq_cuda_ctx *cu)
         if (cu->stage[i]) cudaFreeHost(cu->stage[i]);
         if (cu->stage_ev[i]) cudaEventDestroy(cu->stage_ev[i]);
     }
+    for (int i = 0; i < cu->prof_cap; i++) cudaEventDestroy(cu->prof_ev[i]);
+    free(cu->prof_ev);
+    free(cu->prof_name);
     if (cu->stream) cudaStreamDestroy(cu->stream);
     (void)cudaGetLastError();
     free(cu);
@@ -379,6 +382,7 @@ const char *sq_cuda_kernel_name(int kid)
 
 sq_status sq_cuda_launched(sq_ctx *ctx, const char *kernel, const char *fmt, ...)
 {
+    if (ctx->cuda->prof_on) sq_cuda_prof_mark(ctx, kernel);
     cudaError_t e = cudaGetLastError();
     if (e == cudaSuccess && ctx->cuda->sync_launches) e = cudaStreamSynchronize(ctx->cuda->stream);
     if (e == cudaSuccess) return SQ_OK;
@@ -449,6 +453,7 @@ sq_status sq_cuda_copy_h2d(sq_ctx *ctx, void *dst_dev, const void *src_host, siz
         COPY_CUDA(cudaEventRecord(cu->stage_ev[slot], cu->stream), "h2d copy");
         off += len;
     }
+    if (cu->prof_on) sq_cuda_prof_mark(ctx, "copy h2d");
     return SQ_OK;
 }
 
@@ -489,6 +494,7 @@ sq_status sq_cuda_copy_d2d(sq_ctx *ctx, void *dst_dev, const void *src_dev, size
     if (nbytes == 0) return SQ_OK;
     COPY_CUDA(cudaMemcpyAsync(dst_dev, src_dev, nbytes, cudaMemcpyDeviceToDevice, ctx->cuda->stream),
               "d2d copy");
+    if (ctx->cuda->prof_on) sq_cuda_prof_mark(ctx, "copy d2d");
     return SQ_OK;
 }
 
@@ -547,4 +553,96 @@ void sq_cuda_event_free(sq_cuda_event *ev)
     cudaEventDestroy(ev->ev);
     (void)cudaGetLastError();
     free(ev);
+}
+
+/* ---- launch profiling ----------------------------------------------------------------- */
+
+void sq_cuda_prof_mark(sq_ctx *ctx, const char *what)
+{
+    sq_cuda_ctx *cu = ctx->cuda;
+    if (cu->prof_n < cu->prof_cap && cudaEventRecord(cu->prof_ev[cu->prof_n], cu->stream) == cudaSuccess)
+        cu->prof_name[cu->prof_n] = what;
+    cu->prof_n++;
+}
+
+sq_status sq_cuda_profile_begin(sq_ctx *ctx, int cap)
+{
+    SQ_CUDA_ENTER(ctx, "cuda profile");
+    sq_cuda_ctx *cu = ctx->cuda;
+    if (cap < 2) cap = 2;
+    if (cap > cu->prof_cap) {
+        cudaEvent_t *ev = (cudaEvent_t *)realloc(cu->prof_ev, (size_t)cap * sizeof *ev);
+        if (!ev) return sq_fail(ctx, SQ_ERR_NOMEM, "cuda profile: out of host memory");
+        cu->prof_ev = ev;
+        const char **nm = (const char **)realloc(cu->prof_name, (size_t)cap * sizeof *nm);
+        if (!nm) return sq_fail(ctx, SQ_ERR_NOMEM, "cuda profile: out of host memory");
+        cu->prof_name = nm;
+        for (int i = cu->prof_cap; i < cap; i++) {
+            if (cudaEventCreate(&cu->prof_ev[i]) != cudaSuccess) {
+                (void)cudaGetLastError();
+                cu->prof_cap = i;
+                return sq_fail(ctx, SQ_ERR_DEVICE, "cuda profile: cudaEventCreate failed");
+            }
+        }
+        cu->prof_cap = cap;
+    }
+    cu->prof_n = 0;
+    cu->prof_on = 1;
+    sq_cuda_prof_mark(ctx, "(start)"); /* event 0: the time origin */
+    return SQ_OK;
+}
+
+typedef struct {
+    const char *name;
+    int count;
+    double ms;
+} prof_row;
+
+static int prof_cmp(const void *a, const void *b)
+{
+    double x = ((const prof_row *)a)->ms, y = ((const prof_row *)b)->ms;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+sq_status sq_cuda_profile_end(sq_ctx *ctx, char *buf, size_t n)
+{
+    if (n) buf[0] = 0;
+    SQ_CUDA_ENTER(ctx, "cuda profile");
+    sq_cuda_ctx *cu = ctx->cuda;
+    cu->prof_on = 0;
+    int rec = cu->prof_n < cu->prof_cap ? cu->prof_n : cu->prof_cap;
+    cudaError_t e = rec > 0 ? cudaEventSynchronize(cu->prof_ev[rec - 1]) : cudaSuccess;
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "cuda profile: %s", cudaGetErrorString(e));
+    }
+    prof_row *rows = (prof_row *)calloc((size_t)(rec > 0 ? rec : 1), sizeof *rows);
+    if (!rows) return sq_fail(ctx, SQ_ERR_NOMEM, "cuda profile: out of host memory");
+    int nr = 0;
+    double total = 0;
+    for (int i = 1; i < rec; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, cu->prof_ev[i - 1], cu->prof_ev[i]) != cudaSuccess) {
+            (void)cudaGetLastError();
+            ms = 0;
+        }
+        int j = 0;
+        while (j < nr && strcmp(rows[j].name, cu->prof_name[i]) != 0) j++;
+        if (j == nr) rows[nr++].name = cu->prof_name[i];
+        rows[j].count++;
+        rows[j].ms += ms;
+        total += ms;
+    }
+    qsort(rows, (size_t)nr, sizeof *rows, prof_cmp);
+    size_t used = 0;
+    used += (size_t)snprintf(buf + used, n > used ? n - used : 0, "%-22s %8s %10s %7s\n", "kernel", "launches",
+                             "ms", "share");
+    for (int j = 0; j < nr && used < n; j++)
+        used += (size_t)snprintf(buf + used, n - used, "%-22s %8d %10.3f %6.1f%%\n", rows[j].name, rows[j].count,
+                                 rows[j].ms, total > 0 ? 100.0 * rows[j].ms / total : 0.0);
+    if (used < n)
+        used += (size_t)snprintf(buf + used, n - used, "%-22s %8d %10.3f%s\n", "total", rec - 1, total,
+                                 cu->prof_n > cu->prof_cap ? " (some launches not recorded)" : "");
+    free(rows);
+    return SQ_OK;
 }

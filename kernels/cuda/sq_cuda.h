@@ -116,6 +116,16 @@ sq_status sq_cuda_event_record(sq_ctx *ctx, sq_cuda_event *ev);
 sq_status sq_cuda_event_elapsed(sq_ctx *ctx, sq_cuda_event *start, sq_cuda_event *stop, double *ms);
 void sq_cuda_event_free(sq_cuda_event *ev);
 
+/* Where GPU time goes, without a profiler: between begin and end an event
+ * is recorded after every kernel launch and device copy; end waits for the
+ * GPU and writes a table into buf (kernel, launches, total ms, share),
+ * largest first.  Each launch is charged the time since the previous
+ * event, so the figures are kernel durations when the GPU is kept busy
+ * (the host runs ahead) and include idle gaps otherwise.  At most `cap`
+ * launches are recorded (the rest are counted as dropped). */
+sq_status sq_cuda_profile_begin(sq_ctx *ctx, int cap);
+sq_status sq_cuda_profile_end(sq_ctx *ctx, char *buf, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -351,3 +351,14 @@ sq_status sq_cuda_adamw_step(sq_ctx *ctx, sq_dtype dt, void *p, void *m, void *v
 {
     return absent(ctx, __func__);
 }
+
+sq_status sq_cuda_profile_begin(sq_ctx *ctx, int cap)
+{
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_profile_end(sq_ctx *ctx, char *buf, size_t n)
+{
+    if (n) buf[0] = 0;
+    return absent(ctx, __func__);
+}

@@ -66,6 +66,11 @@ struct sq_cuda_ctx {
     cudaEvent_t stage_ev[2]; /* last copy that used each staging buffer */
     sq_cuda_devflag *flag;   /* device word for index errors */
     sq_cuda_cache cache;
+    /* launch profiling (sq_cuda_profile_begin/end): an event after every
+     * launch or device copy, with the name of what was launched */
+    int prof_on, prof_n, prof_cap;
+    cudaEvent_t *prof_ev;
+    const char **prof_name;
 };
 
 /* ---- host helpers (sq_cuda.cu) ------------------------------------------------ */
@@ -75,6 +80,8 @@ sq_status sq_cuda_need(sq_ctx *ctx, const char *what);
  * execution); on failure formats "cuda kernel NAME (sizes) failed: ...". */
 sq_status sq_cuda_launched(sq_ctx *ctx, const char *kernel, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* With profiling on, records an event named `what` after the work queued so far. */
+void sq_cuda_prof_mark(sq_ctx *ctx, const char *what);
 /* Workspace from the cache, charged to SQ_MEM_WORKSPACE while held. */
 sq_status sq_cuda_ws_alloc(sq_ctx *ctx, size_t nbytes, void **out);
 void sq_cuda_ws_free(sq_ctx *ctx, void *p, size_t nbytes);

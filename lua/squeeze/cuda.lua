@@ -30,5 +30,15 @@ function cuda.empty_cache() core.cuda_empty_cache() end
 -- an event on the GPU's stream: ev:record(), start:elapsed_ms(stop)
 function cuda.event() return core.cuda_event() end
 
+-- profile(fn, ...) -> report, fn's results: GPU milliseconds per kernel while
+-- fn ran (an event after every launch; exact when the GPU is kept busy)
+function cuda.profile(fn, ...)
+  core.cuda_profile_begin()
+  local res = table.pack(pcall(fn, ...))
+  local report = core.cuda_profile_end()
+  if not res[1] then error(res[2], 0) end
+  return report, table.unpack(res, 2, res.n)
+end
+
 -- squeeze.cuda(t) is t:cuda()
 return setmetatable(cuda, { __call = function(_, t) return t:cuda() end })

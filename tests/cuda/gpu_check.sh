@@ -50,9 +50,9 @@ main() {
     # every GPU check verbosely (their logs are committed), then the rest
     # (the harness's tests need a Slurm cluster and the host's tools: not here)
     local rc=0
-    (cd "$BUILD" && ctest -L cuda -V --output-on-failure) || rc=1
-    (cd "$BUILD" && ctest -R 'lua/test_cuda' -V --output-on-failure) || rc=1
-    (cd "$BUILD" && ctest -E 'cuda|harness' -j "$(nproc)" --output-on-failure) || rc=1
+    (cd "$BUILD" && ctest -L cuda -V --output-on-failure --timeout 300) || rc=1
+    (cd "$BUILD" && ctest -R 'lua/test_cuda' -V --output-on-failure --timeout 300) || rc=1
+    (cd "$BUILD" && ctest -E 'cuda|harness' -j "$(nproc)" --output-on-failure --timeout 300) || rc=1
     return $rc
 }
 
