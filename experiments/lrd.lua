@@ -17,9 +17,12 @@
 --   fine-tune epoch; epochs_to_dense (first epoch within 0.5 percentage
 --   points of dense_acc; logged only when reached) and reached_dense (1/0);
 --   params / flops, dense and decomposed (Linear / Conv2d multiply-adds x 2,
---   one sample); training samples/s of the fine-tune (ft_train_sps) against
---   the dense model's training samples/s measured in the same process with
---   the same loop (dense_train_sps), and their ratio train_speedup;
+--   one sample); training samples/s of the dense and the decomposed model
+--   (dense_train_sps, train_sps: the fine-tune's loop, batch and optimizer,
+--   the decomposed model under its freezing schedule, rounds of the two
+--   interleaved so that a change in the machine's load hits both) and
+--   their ratio train_speedup; the whole fine-tune's samples/s
+--   (ft_train_sps, per epoch ft_epoch_sps) and ft_train_sps / dense_train_sps;
 --   inference samples/s at batch 1 / 64 / 256 for both models (interleaved,
 --   median of rounds) and the ratios infer_speedup_b<B>; the rank chosen per
 --   layer (rank.<layer>, or rank_in.<layer> / rank_out.<layer> for Tucker-2;
@@ -77,15 +80,15 @@ local SIZES = {
       arch = { sizes = { 784, 512, 512, 10 } }, pool = 1,
       dense = { epochs = 4, lr = 2e-3, batch = 128, train_n = 60000, weight_decay = 0.01 },
       ft = { epochs = 3, lr = 3e-4, batch = 128, train_n = 30000, weight_decay = 0.01 },
-      test_n = 10000, eval_batch = 1000, skip = { ["layers.3"] = true }, bench_steps = 40,
+      test_n = 10000, eval_batch = 1000, skip = { ["layers.3"] = true }, bench_steps = 20,
     },
     resnet = {
       arch = { widths = { 16, 32, 64 }, blocks = 1, image = 14 }, pool = 2,
       dense = { epochs = 6, lr = 3e-3, batch = 64, train_n = 10000, weight_decay = 0.01 },
       ft = { epochs = 3, lr = 5e-4, batch = 64, train_n = 2500, weight_decay = 0.01 },
-      test_n = 2000, eval_batch = 250, skip = { stem = true, head = true }, bench_steps = 15,
+      test_n = 2000, eval_batch = 250, skip = { stem = true, head = true }, bench_steps = 8,
     },
-    bench = { warmup = 2, infer_batches = { 1, 64, 256 }, infer_rounds = 3,
+    bench = { warmup = 2, train_rounds = 2, infer_batches = { 1, 64, 256 }, infer_rounds = 3,
               infer_min_s = 0.05 },
     search = { window = 1, repeats = 3, tol = 0.05 },
     record_latency = { window = 4, repeats = 7 },
@@ -104,7 +107,7 @@ local SIZES = {
       ft = { epochs = 5, lr = 3e-4, batch = 128, train_n = 60000, weight_decay = 0.01 },
       test_n = 10000, eval_batch = 500, skip = { stem = true, head = true }, bench_steps = 100,
     },
-    bench = { warmup = 10, infer_batches = { 1, 64, 256 }, infer_rounds = 5,
+    bench = { warmup = 10, train_rounds = 4, infer_batches = { 1, 64, 256 }, infer_rounds = 5,
               infer_min_s = 0.2 },
     search = { window = 2, repeats = 10, tol = 0.03 },
     record_latency = { window = 8, repeats = 10 },
@@ -154,6 +157,7 @@ local function accuracy(model, ds, bs, device)
       for i = 1, #pred do
         if pred[i] == truth[i] then correct = correct + 1 end
       end
+      collectgarbage("step")
     end
     model:train()
     return correct / ds.n
@@ -178,6 +182,9 @@ local function train_pass(model, opt, ds, batch, device, it, max_steps, on_iter)
     opt:step()
     loss_sum = loss_sum + loss:item() * xb:size(1)
     seen, steps = seen + xb:size(1), steps + 1
+    -- the collector cannot see the engine memory behind a tensor handle: without
+    -- a step per iteration dead activations pile up (GBs over a ResNet epoch)
+    collectgarbage("step")
   end
   return seen, sq.clock() - t0, loss_sum / math.max(seen, 1)
 end
@@ -224,15 +231,32 @@ end
 
 -- ---- throughput -------------------------------------------------------------------
 
--- Training samples/s of `model` (a throwaway copy) over m.bench_steps steps
--- after s.bench.warmup, with the fine-tune's loop, batch and optimizer.
-local function train_sps(model, ds, m, s)
-  local t, steps = m.ft, m.bench_steps
-  local opt = make_opt(model, t, s.bench.warmup + steps)
-  local it = { i = 0 }
-  train_pass(model, opt, ds, t.batch, s.device, it, s.bench.warmup)
-  local n, sec = train_pass(model, opt, ds, t.batch, s.device, it, steps)
-  return n / sec
+-- Training samples/s of the dense and the decomposed model with the
+-- fine-tune's loop, batch and optimizer: s.bench.train_rounds rounds of
+-- m.bench_steps steps each, dense and decomposed interleaved, after
+-- s.bench.warmup steps each; the decomposed model runs under a freezer of
+-- the point's mode (alternate_epoch: the frozen group alternates by round).
+-- Both models are trained here: pass copies, or restore them afterwards.
+local function train_sps(dense, model, cfg, ds, m, s)
+  local t, steps, rounds = m.ft, m.bench_steps, s.bench.train_rounds
+  local total = s.bench.warmup + rounds * steps
+  local od, om = make_opt(dense, t, total), make_opt(model, t, total)
+  local fz = lowrank.freezer(model, { mode = cfg.freezing, period = cfg.period })
+  local itd, itm = { i = 0 }, { i = 0 }
+  local on_iter = function(i) fz:on_iter(i) end
+  fz:on_epoch(1)
+  train_pass(dense, od, ds, t.batch, s.device, itd, s.bench.warmup)
+  train_pass(model, om, ds, t.batch, s.device, itm, s.bench.warmup, on_iter)
+  local nd, sd, nm, sm = 0, 0, 0, 0
+  for r = 1, rounds do
+    fz:on_epoch(r)
+    local n, sec = train_pass(dense, od, ds, t.batch, s.device, itd, steps)
+    nd, sd = nd + n, sd + sec
+    n, sec = train_pass(model, om, ds, t.batch, s.device, itm, steps, on_iter)
+    nm, sm = nm + n, sm + sec
+  end
+  fz:set(nil)
+  return nd / sd, nm / sm
 end
 
 -- Inference samples/s at each batch size for several models, interleaved
@@ -257,6 +281,7 @@ local function infer_sps(models, test, s)
           n = n + 1
         until sq.clock() - t0 >= b.infer_min_s
         samples[k][#samples[k] + 1] = n * bs / (sq.clock() - t0)
+        collectgarbage()
       end
     end
     for k = 1, #models do
@@ -300,14 +325,6 @@ local function run_point(cfg, run)
   local dense_params = dense:num_params()
   phase("dense")
 
-  -- dense training throughput with the fine-tune's loop, on a throwaway copy
-  local scratch = build(cfg.model, m)
-  scratch:load_state_dict(dense:state_dict())
-  if s.device ~= "cpu" then scratch:to(s.device) end
-  local dense_train = train_sps(scratch, ft, m, s)
-  scratch = nil
-  collectgarbage()
-  phase("dense_bench")
 
   -- decompose a copy (the dense model stays for the inference comparison)
   local model = build(cfg.model, m)
@@ -369,11 +386,26 @@ local function run_point(cfg, run)
   local params, flops = model:num_params(), lowrank.flops(model, one)
   run:summary { dense_acc = dense_acc, dense_params = dense_params, params = params,
                 param_ratio = params / dense_params, dense_flops = dense_flops, flops = flops,
-                flop_ratio = flops / dense_flops, decomposed_layers = n_dec, dense_train_sps = dense_train }
+                flop_ratio = flops / dense_flops, decomposed_layers = n_dec }
 
   -- fine-tune
   local acc0 = accuracy(model, test, m.eval_batch, s.device)
   run:log("test_acc", acc0, 0)
+  phase("eval0")
+
+  -- training throughput, dense (a throwaway copy) against decomposed (its
+  -- weights restored afterwards, so the fine-tune starts from the decomposition)
+  local scratch = build(cfg.model, m)
+  scratch:load_state_dict(dense:state_dict())
+  if s.device ~= "cpu" then scratch:to(s.device) end
+  local saved = {}
+  for k, v in pairs(model:state_dict()) do saved[k] = v:clone() end
+  local dense_train, lr_train = train_sps(scratch, model, cfg, ft, m, s)
+  model:load_state_dict(saved)
+  scratch, saved = nil, nil
+  collectgarbage()
+  phase("train_bench")
+  run:summary { dense_train_sps = dense_train, train_sps = lr_train, train_speedup = lr_train / dense_train }
   print(("lrd: %s R=%g q=%d %s seed %d: dense %.2f%%, decomposed %.2f%% (%s), %d -> %d params"):format(
     cfg.model, cfg.R, cfg.q, cfg.freezing, cfg.seed, 100 * dense_acc, 100 * acc0, table.concat(ranks, " "),
     dense_params, params))
@@ -400,7 +432,7 @@ local function run_point(cfg, run)
   phase("finetune")
   local ft_sps = n_all / t_all
   local sum = { final_acc = acc, acc_after_decomp = acc0, acc_drop = dense_acc - acc,
-                reached_dense = reached ~= nil, ft_train_sps = ft_sps, train_speedup = ft_sps / dense_train,
+                reached_dense = reached ~= nil, ft_train_sps = ft_sps, ft_train_speedup = ft_sps / dense_train,
                 wgrad_gemms_per_step = gemms }
   if reached then sum.epochs_to_dense = reached end
 
@@ -414,7 +446,7 @@ local function run_point(cfg, run)
   run:summary(sum)
   run:summary(times)
   print(("lrd:   train x%.2f, inference x%.2f / x%.2f / x%.2f (batch 1/64/256), reached dense: %s"):format(
-    sum.train_speedup, sum.infer_speedup_b1 or 0 / 0, sum.infer_speedup_b64 or 0 / 0,
+    lr_train / dense_train, sum.infer_speedup_b1 or 0 / 0, sum.infer_speedup_b64 or 0 / 0,
     sum.infer_speedup_b256 or 0 / 0, tostring(reached or "not reached")))
 end
 
