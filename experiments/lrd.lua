@@ -325,26 +325,27 @@ local function run_point(cfg, run)
   local dense_params = dense:num_params()
   phase("dense")
 
-
-  -- decompose a copy (the dense model stays for the inference comparison)
+  -- decompose a copy on the CPU (the SVD runs there), then move it to the
+  -- device; the dense model stays for the inference comparison.  Rank
+  -- timings (search, latency record) run on the device.
   local model = build(cfg.model, m)
   model:load_state_dict(dense:state_dict())
-  if s.device ~= "cpu" then model:to(s.device) end
+  local sample = test.x:narrow(1, 1, m.ft.batch):contiguous()
   local opts = lr_opts(cfg, m)
   if cfg.rank_select == "search" then
-    opts.search = { sample = to_dev(test.x:narrow(1, 1, m.ft.batch):contiguous(), s.device),
+    opts.search = { sample = sample, device = s.device,
                     window = s.search.window, repeats = s.search.repeats, tol = s.search.tol }
   elseif cfg.rank_select ~= "quantize" then
     error("lrd: rank_select must be quantize or search, got " .. tostring(cfg.rank_select), 0)
   end
   if cfg.seed == 0 and cfg.freezing == "none" and cfg.rank_select == "quantize" then
     -- latency vs rank of every decomposed layer: the q-grid around r0, all timed
-    local shapes = lowrank.trace(model, to_dev(test.x:narrow(1, 1, m.ft.batch):contiguous(), s.device))
+    local shapes = lowrank.trace(model, sample)
     for _, info in ipairs(lowrank.plan(model, opts)) do
       if not info.skipped then
         local inp = shapes[info.name].input
         local lo = { quantum = cfg.q, window = s.record_latency.window, repeats = s.record_latency.repeats,
-                     max_params = 0, time_over_budget = true, dense = true }
+                     max_params = 0, time_over_budget = true, dense = true, device = s.device }
         if info.kind == "tucker2" then
           lo.r0 = math.floor(math.sqrt(info.rank_in * info.rank_out) + 0.5)
           lo.batch, lo.image = inp[1], { inp[3], inp[4] }
@@ -364,6 +365,7 @@ local function run_point(cfg, run)
   phase("latency_record")
   local report
   model, report = lowrank.decompose(model, opts)
+  if s.device ~= "cpu" then model:to(s.device) end
   phase("decompose")
   local ranks, n_dec = {}, 0
   for _, info in ipairs(report) do

@@ -342,7 +342,8 @@ local function searched_rank(m, sh, planned, o, shapes, name)
   local s = o.search
   local inp = shapes and shapes[name] and shapes[name].input
   local so = { quantum = o.quantum or 1, window = s.window or 1, repeats = s.repeats or 3,
-               warmup = s.warmup, dense = false, freeze = s.freeze }
+               warmup = s.warmup, dense = false, freeze = s.freeze,
+               device = s.device or (s.sample and s.sample:device()) }
   local r0
   if sh.kind == "tucker2" then
     -- lowrank.search times Tucker-2 candidates with r_in = r_out = r
@@ -422,12 +423,13 @@ end
 --       no_grid = "error" | "dense": a layer with no rank on the q-grid
 --         (quantum larger than the dimension bounding its rank, e.g. q = 64
 --         for a 512x10 head) raises, or is left dense and reported skipped;
---       search = nil | {sample = x, window = 1, tol = 0.05, repeats = 3, warmup, freeze}:
+--       search = nil | {sample = x, window = 1, tol = 0.05, repeats = 3, warmup, freeze, device}:
 --         rank optimization with ratio: each layer's rank is chosen by timing
 --         the q-grid ranks around the planned (quantized) rank on this device
 --         (lowrank.search, forward + backward, the layer's input shape traced
 --         from one forward of `sample`), within the planned rank's parameter
 --         budget; the largest rank within (1 + tol) of the fastest is taken.
+--         Candidates are timed on `device` (default: the sample's, else the layer's).
 --         kxk convs get r_in = r_out = the searched rank.  report.search
 --         holds the trials;
 --       conv_groups = "ends_core" | "in_out" (freezing groups of Tucker-2); driver.
@@ -573,6 +575,8 @@ function Freezer:state() return self.frozen or "none" end
 --       repeats (5), warmup (1) per candidate (median of repeats);
 --       freeze = nil | "first" | "second": time with that factor frozen;
 --       input_grad (true): the input requires a gradient, as inside a network;
+--       device (default: the layer's): where the candidates are timed (only the
+--         layer's shape and dtype are used, so a CPU layer can be timed on "cuda");
 --       time_over_budget (false); dense (true): also time the dense layer.
 -- result: {best, r0, trials = {{rank, params, within_budget, seconds, samples}},
 --          dense_seconds, dense_params, kind}
@@ -584,6 +588,7 @@ function lowrank.search(layer, opts)
   local w = layer.weight
   local s = w:shape()
   local dt = w:dtype()
+  local dev = opts.device or w:device()
   local M, K = s[1], s[2]
   local k = is_conv and s[3] or 1
   local dense_params = w:numel()
@@ -600,20 +605,20 @@ function lowrank.search(layer, opts)
   local H, W = 32, 32
   if is_conv then
     if opts.image then H, W = opts.image[1], opts.image[2] end
-    x = core.randn({ opts.batch or 8, K, H, W }, { dtype = dt, requires_grad = input_grad })
+    x = core.randn({ opts.batch or 8, K, H, W }, { dtype = dt, device = dev, requires_grad = input_grad })
   else
-    x = core.randn({ opts.batch or 64, K }, { dtype = dt, requires_grad = input_grad })
+    x = core.randn({ opts.batch or 64, K }, { dtype = dt, device = dev, requires_grad = input_grad })
   end
   local stride, pad = layer.stride or 1, layer.pad or 0
   local function randp(shape, group)
-    return core.randn(shape, { dtype = dt, std = 0.1, requires_grad = freeze ~= group })
+    return core.randn(shape, { dtype = dt, device = dev, std = 0.1, requires_grad = freeze ~= group })
   end
   local function step(y, ps)
     y:sum():backward()
     x:zero_grad()
     for _, p in ipairs(ps) do p:zero_grad() end
   end
-  local bias = core.zeros({ M }, { dtype = dt, requires_grad = true })
+  local bias = core.zeros({ M }, { dtype = dt, device = dev, requires_grad = true })
   local function make(r)
     if is_lin then
       local B, A = randp({ r, K }, "first"), randp({ M, r }, "second")
@@ -641,7 +646,7 @@ function lowrank.search(layer, opts)
                 kind = is_lin and "linear" or (k == 1 and "conv1x1" or "tucker2") }
   if opts.ratio then res.r0 = select(2, core.rank_for(M, K, { ratio = opts.ratio })) else res.r0 = opts.r0 end
   if opts.dense ~= false then
-    local Wd = core.randn(s, { dtype = dt, std = 0.1, requires_grad = true })
+    local Wd = core.randn(s, { dtype = dt, device = dev, std = 0.1, requires_grad = true })
     local run
     if is_lin then
       run = function() step(core.linear(x, Wd, bias), { Wd, bias }) end
