@@ -2,21 +2,22 @@
  * of gradients nobody needs (frozen weights skip their GEMM). */
 #include "sq_ops_internal.h"
 
+#include <math.h>
 #include <string.h>
 
 /* ---- matmul ------------------------------------------------------------- */
 /* a (B?,M,K) contiguous, b (B?,K,N) or (K,N) contiguous, c (B?,M,N); on the
  * GPU one strided-batched cuBLAS call */
 static sq_status bmm(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ta, int tb, int64_t batch,
-                     int64_t M, int64_t N, int64_t K, const void *a, int64_t sa, int64_t lda,
-                     const void *b, int64_t sb, int64_t ldb, void *c, double beta)
+                     int64_t M, int64_t N, int64_t K, double alpha, const void *a, int64_t sa,
+                     int64_t lda, const void *b, int64_t sb, int64_t ldb, void *c, double beta)
 {
     if (dev == SQ_CUDA)
-        return sq_cuda_gemm_batched(ctx, dt, ta, tb, batch, M, N, K, 1.0, a, lda, sa, b, ldb, sb,
+        return sq_cuda_gemm_batched(ctx, dt, ta, tb, batch, M, N, K, alpha, a, lda, sa, b, ldb, sb,
                                     beta, c, N, M * N);
     size_t es = sq_dtype_size(dt);
     for (int64_t i = 0; i < batch; i++)
-        sq_cpu_gemm(&ctx->stats, dt, ta, tb, M, N, K, 1.0, (const char *)a + i * sa * es, lda,
+        sq_cpu_gemm(&ctx->stats, dt, ta, tb, M, N, K, alpha, (const char *)a + i * sa * es, lda,
                     (const char *)b + i * sb * es, ldb, beta, (char *)c + i * M * N * es, N);
     return SQ_OK;
 }
@@ -28,12 +29,18 @@ static sq_status matmul_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
     if (st != SQ_OK) return st;
     int batched = (int)node->iarg[0], b2d = (int)node->iarg[1];
     int64_t B = node->iarg[2], M = node->iarg[3], K = node->iarg[4], N = node->iarg[5];
+    double alpha = node->darg[0];
     sq_dtype dt = g->dtype;
     sq_device dev = sq_tensor_device(g);
-    if (node->need[0]) { /* dA = dC B^T : (B,M,N)(K,N)^T */
+    if (node->need[0] && node->iarg[6]) { /* B saved as its transpose c (N,K): dA = dC c */
         int64_t sh[3] = {B, M, K};
         SQ_CHECK(sq_new_on(ctx, g, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[0]));
-        SQ_CHECK(bmm(ctx, dev, dt, 0, 1, B, M, K, N, sq_tensor_data(g), M * N, N, sq_tensor_data(b),
+        SQ_CHECK(bmm(ctx, dev, dt, 0, 0, B, M, K, N, alpha, sq_tensor_data(g), M * N, N, sq_tensor_data(b),
+                     b2d ? 0 : K * N, K, sq_tensor_data(gin[0]), 0.0));
+    } else if (node->need[0]) { /* dA = dC B^T : (B,M,N)(K,N)^T */
+        int64_t sh[3] = {B, M, K};
+        SQ_CHECK(sq_new_on(ctx, g, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[0]));
+        SQ_CHECK(bmm(ctx, dev, dt, 0, 1, B, M, K, N, alpha, sq_tensor_data(g), M * N, N, sq_tensor_data(b),
                      b2d ? 0 : K * N, N, sq_tensor_data(gin[0]), 0.0));
     }
     if (node->need[1]) { /* dB = A^T dC, summed over the batch when B is shared */
@@ -41,11 +48,11 @@ static sq_status matmul_backward(sq_ctx *ctx, sq_node *node, sq_tensor *gout, sq
         if (b2d) {
             SQ_CHECK(sq_new_on(ctx, g, dt, 2, sh + 1, &gin[1]));
             /* (B*M,K)^T (B*M,N) in one GEMM */
-            SQ_CHECK(sq_gemm_on(ctx, dev, dt, 1, 0, K, N, B * M, 1.0, sq_tensor_data(a), K,
+            SQ_CHECK(sq_gemm_on(ctx, dev, dt, 1, 0, K, N, B * M, alpha, sq_tensor_data(a), K,
                                 sq_tensor_data(g), N, 0.0, sq_tensor_data(gin[1]), N));
         } else {
             SQ_CHECK(sq_new_on(ctx, g, dt, batched ? 3 : 2, batched ? sh : sh + 1, &gin[1]));
-            SQ_CHECK(bmm(ctx, dev, dt, 1, 0, B, K, N, M, sq_tensor_data(a), M * K, K, sq_tensor_data(g),
+            SQ_CHECK(bmm(ctx, dev, dt, 1, 0, B, K, N, M, alpha, sq_tensor_data(a), M * K, K, sq_tensor_data(g),
                          M * N, N, sq_tensor_data(gin[1]), 0.0));
         }
     }
@@ -56,7 +63,13 @@ done:
 
 sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out)
 {
+    return sq_matmul_scaled(ctx, a, b, 1.0, out);
+}
+
+sq_status sq_matmul_scaled(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, double alpha, sq_tensor **out)
+{
     *out = NULL;
+    if (!isfinite(alpha)) return sq_fail(ctx, SQ_ERR_ARG, "matmul: scale %g must be finite", alpha);
     SQ_TRY(sq_need_float(ctx, "matmul", "argument #1", a));
     SQ_TRY(sq_need_float(ctx, "matmul", "argument #2", b));
     SQ_TRY(sq_need_same_dtype(ctx, "matmul", a, b));
@@ -75,12 +88,22 @@ sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out)
                        SQ_SHAPE(b, y));
     sq_tensor *ac = NULL, *bc = NULL, *c = NULL;
     sq_status st;
+    /* b the transpose of a contiguous (..,N,K) buffer c (q @ k^T): the GEMM
+     * reads c transposed in place instead of copying b */
+    int nb = b->ndim;
+    int bt = !sq_tensor_is_contiguous(b) && b->stride[nb - 2] == 1 && b->stride[nb - 1] == K &&
+             (b2d || b->stride[0] == K * N);
     SQ_CHECK(sq_tensor_contiguous_raw(ctx, a, &ac));
-    SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
+    if (bt) {
+        sq_tensor_retain(b);
+        bc = b;
+    } else {
+        SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
+    }
     int64_t sh[3] = {B, M, N};
     SQ_CHECK(sq_new_on(ctx, a, a->dtype, batched ? 3 : 2, batched ? sh : sh + 1, &c));
-    SQ_CHECK(bmm(ctx, sq_tensor_device(a), a->dtype, 0, 0, B, M, N, K, sq_tensor_data(ac), M * K, K,
-                 sq_tensor_data(bc), b2d ? 0 : K * N, N, sq_tensor_data(c), 0.0));
+    SQ_CHECK(bmm(ctx, sq_tensor_device(a), a->dtype, 0, bt, B, M, N, K, alpha, sq_tensor_data(ac), M * K, K,
+                 sq_tensor_data(bc), b2d ? 0 : K * N, bt ? K : N, sq_tensor_data(c), 0.0));
     sq_tensor *ins[2] = {a, b};
     if (sq_ag_needs_grad(ctx, 2, ins)) {
         sq_node *n;
@@ -94,6 +117,8 @@ sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out)
         n->iarg[3] = M;
         n->iarg[4] = K;
         n->iarg[5] = N;
+        n->iarg[6] = bt; /* saved b is c = b^T, contiguous (..,N,K) */
+        n->darg[0] = alpha;
     }
     *out = c;
     c = NULL;
@@ -200,22 +225,21 @@ sq_status sq_linear_record(sq_ctx *ctx, const char *name, sq_backward_fn bw, sq_
     memcpy(sh, x->shape, sizeof sh);
     sh[x->ndim - 1] = M;
     SQ_CHECK(sq_new_on(ctx, x, x->dtype, x->ndim, sh, &y));
-    double beta = 0.0;
-    if (b) { /* broadcast the bias into y, then GEMM accumulates onto it */
-        SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
-        size_t es = sq_dtype_size(x->dtype);
-        if (sq_on_cuda(x)) {
-            int64_t bs[2] = {0, 1}, ysh[2] = {R, M};
-            SQ_CHECK(sq_cuda_copy_strided(ctx, x->dtype, sq_tensor_data(y), NULL, sq_tensor_data(bc), bs,
-                                          2, ysh));
-        } else {
+    if (b) SQ_CHECK(sq_tensor_contiguous_raw(ctx, b, &bc));
+    if (sq_on_cuda(x)) { /* the bias goes in the GEMM's epilogue */
+        SQ_CHECK(sq_cuda_linear(ctx, x->dtype, sq_tensor_data(y), sq_tensor_data(xc), sq_tensor_data(wc),
+                                bc ? sq_tensor_data(bc) : NULL, R, K, M));
+    } else {
+        double beta = 0.0;
+        if (b) { /* broadcast the bias into y, then GEMM accumulates onto it */
+            size_t es = sq_dtype_size(x->dtype);
             for (int64_t r = 0; r < R; r++)
                 memcpy((char *)sq_tensor_data(y) + r * M * es, sq_tensor_data(bc), (size_t)M * es);
+            beta = 1.0;
         }
-        beta = 1.0;
+        sq_cpu_gemm(&ctx->stats, x->dtype, 0, 1, R, M, K, 1.0, sq_tensor_data(xc), K, sq_tensor_data(wc),
+                    K, beta, sq_tensor_data(y), M);
     }
-    SQ_CHECK(sq_gemm_on(ctx, sq_tensor_device(x), x->dtype, 0, 1, R, M, K, 1.0, sq_tensor_data(xc), K,
-                        sq_tensor_data(wc), K, beta, sq_tensor_data(y), M));
     sq_tensor *ins[3] = {x, w, b};
     if (sq_ag_needs_grad(ctx, b ? 3 : 2, ins)) {
         sq_node *n;

@@ -196,7 +196,32 @@ static sq_status add_into(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
     return SQ_OK;
 }
 
-/* Takes ownership of g (one reference). */
+/* slot + g into a new tensor of slot's shape (category cat). */
+static sq_status add_new(sq_ctx *ctx, const sq_tensor *slot, sq_tensor *g, sq_mem_cat cat, sq_tensor **out)
+{
+    SQ_TRY(sq_tensor_empty_dev(ctx, sq_tensor_device(slot), slot->dtype, slot->ndim, slot->shape, cat, out));
+    sq_status st;
+    if (sq_tensor_device(slot) == SQ_CUDA && sq_shape_equal(slot, g) && slot->dtype == g->dtype)
+        st = sq_cuda_binary(ctx, SQ_BIN_ADD, slot->dtype, sq_tensor_data(*out), sq_tensor_data(slot),
+                            slot->stride, sq_tensor_data(g), g->stride, slot->ndim, slot->shape);
+    else {
+        st = sq_tensor_copy_(ctx, *out, slot);
+        if (st == SQ_OK) st = add_into(ctx, *out, g);
+    }
+    if (st != SQ_OK) {
+        sq_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* Takes ownership of g (one reference).  A node's incoming gradient (OTHER)
+ * is only read by its backward, so the first one is adopted as it is --
+ * even when it shares memory with another node's (both operands of an add
+ * get the same gradient; a view's gradient is a view) -- and a second one is
+ * added out of place while the slot shares memory, in place once it owns
+ * it.  A leaf's .grad (GRAD) must own contiguous memory charged to GRAD: it
+ * adopts only a gradient nobody else holds, and accumulates in place. */
 static sq_status accumulate(sq_ctx *ctx, sq_tensor **slot, sq_tensor *g, sq_mem_cat cat)
 {
     sq_status st = SQ_OK;
@@ -209,11 +234,23 @@ static sq_status accumulate(sq_ctx *ctx, sq_tensor **slot, sq_tensor *g, sq_mem_
             *slot = g;
             return SQ_OK;
         }
+        if (cat == SQ_MEM_OTHER && g->grad_fn == NULL && sq_tensor_is_contiguous(g)) {
+            *slot = g; /* shared, read-only: no copy */
+            return SQ_OK;
+        }
         sq_tensor *c;
         st = sq_tensor_empty_dev(ctx, sq_tensor_device(g), g->dtype, g->ndim, g->shape, cat, &c);
         if (st == SQ_OK) st = sq_tensor_copy_(ctx, c, g);
         if (st == SQ_OK) *slot = c;
         else sq_tensor_release(c);
+    } else if (cat == SQ_MEM_OTHER &&
+               ((*slot)->refcount != 1 || (*slot)->storage->refcount != 1 || !sq_tensor_is_contiguous(*slot))) {
+        sq_tensor *sum = NULL;
+        st = add_new(ctx, *slot, g, cat, &sum);
+        if (st == SQ_OK) {
+            sq_tensor_release(*slot);
+            *slot = sum;
+        }
     } else {
         st = add_into(ctx, *slot, g);
     }

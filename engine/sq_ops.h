@@ -61,6 +61,10 @@ sq_status sq_argmax(sq_ctx *ctx, sq_tensor *t, int dim, sq_tensor **out);
 /* a (M,K) @ b (K,N); or batched a (B,M,K) @ b (B,K,N) or b (K,N).
  * saves a, b (only the ones the other's gradient needs) */
 sq_status sq_matmul(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, sq_tensor **out);
+/* alpha * (a @ b) with alpha inside the GEMM (attention's 1/sqrt(d): one
+ * pass over the scores instead of two); backward scales the same way.
+ * A b that is the transpose of a contiguous buffer (k^T) is read in place. */
+sq_status sq_matmul_scaled(sq_ctx *ctx, sq_tensor *a, sq_tensor *b, double alpha, sq_tensor **out);
 /* y = x W^T + b.  x (...,K), W (M,K), b (M) or NULL; y (...,M).
  * saves x (for dW; slot 0, may be replaced by a compressed copy) and W (for dx).
  * A frozen W (requires_grad 0) skips the dW GEMM entirely. */

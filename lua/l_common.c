@@ -16,10 +16,10 @@ void sq_lua_device_gc(lua_State *L, int after_backward)
 {
     sq_lua_state *s = (sq_lua_state *)sq_lua_ctx(L);
     const sq_mem *m = &s->ctx.mem;
-    const int64_t mib256 = (int64_t)256 << 20;
+    const int64_t budget = (int64_t)128 << 20, mib256 = (int64_t)256 << 20;
     int64_t since = m->allocated[SQ_CUDA] - s->gc_mark;
     if (since <= 0) return; /* nothing allocated on the GPU since: includes CPU-only runs */
-    if (!after_backward && since < (s->gc_live > mib256 ? s->gc_live : mib256)) return;
+    if (!after_backward && since < budget) return;
     if (!s->gc_generational) {
         lua_gc(L, LUA_GCGEN, 0, 0); /* enters with a full collection */
         s->gc_generational = 1;
@@ -28,10 +28,13 @@ void sq_lua_device_gc(lua_State *L, int after_backward)
         lua_gc(L, LUA_GCSTEP, 0); /* a young collection in generational mode */
     }
     int64_t live = m->total_cur[SQ_CUDA];
-    /* after a backward pass what is live is the training state; if that keeps
-     * growing, dead tensors aged into the old generation: collect them all */
+    /* After a backward pass what is live is the training state.  Dead tensors
+     * that aged into the old generation (alive across two collections) are
+     * only found by a full collection: one every 64 backward passes, and at
+     * once when that state grew by more than 256 MiB and half. */
     if (after_backward) {
-        if (live - s->gc_full_live > mib256 && live > s->gc_full_live + s->gc_full_live / 2) {
+        if (++s->gc_backwards % 64 == 0 ||
+            (live - s->gc_full_live > mib256 && live > s->gc_full_live + s->gc_full_live / 2)) {
             lua_gc(L, LUA_GCCOLLECT);
             live = m->total_cur[SQ_CUDA];
         }

@@ -1171,12 +1171,15 @@ done:
 
 /* ---- linear algebra and nn ops ---------------------------------------------------------- */
 
+/* matmul(a, b [, scale]) = scale * (a @ b), the scale applied inside the GEMM */
 static int t_matmul(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
     sq_tensor *a = sq_lua_check_tensor(L, 1), *b = sq_lua_check_tensor(L, 2);
+    double scale = luaL_optnumber(L, 3, 1.0);
+    if (!isfinite(scale)) return luaL_argerror(L, 3, "scale must be finite");
     sq_lua_tensor *slot = new_slot(L);
-    sq_status st = sq_matmul(ctx, a, b, &slot->t);
+    sq_status st = sq_matmul_scaled(ctx, a, b, scale, &slot->t);
     if (st != SQ_OK) return fail(L, "matmul", st, 2);
     return 1;
 }

@@ -31,22 +31,24 @@ typedef struct {
     /* Dead tensor userdata keep their device memory until Lua collects them,
      * and Lua's collector only sees its own small heap (sq_lua_device_gc):
      * mark = ctx.mem.allocated[SQ_CUDA] at the last collection, live = GPU
-     * bytes held after it, full_live = after the last backward pass;
-     * generational = the collector was switched to generational mode. */
-    int64_t gc_mark, gc_live, gc_full_live;
+     * bytes held after it, full_live = after the last backward pass,
+     * backwards = backward passes seen; generational = the collector was
+     * switched to generational mode. */
+    int64_t gc_mark, gc_live, gc_full_live, gc_backwards;
     int gc_generational;
 } sq_lua_state;
 
 /* The context of this Lua state (upvalue 1 of every binding function). */
 sq_ctx *sq_lua_ctx(lua_State *L);
-/* Gives the GPU memory of dead tensor userdata back.  Once the GPU is in
- * use the collector runs in generational mode, and a young collection
- * (cheap: it visits what was created since the last one) runs after every
- * backward pass -- the step's activations just died -- and wherever the GPU
- * allocated max(256 MiB, what was live) since the last collection.  A full
- * collection follows a backward pass when what stays live across backward
- * passes grew by more than 256 MiB and half (dead tensors that aged into
- * the old generation).  Never collects in a CPU-only run. */
+/* Gives the GPU memory of dead tensor userdata back (a dead intermediate
+ * result holds its GPU memory until collected, where Python would free it
+ * at once).  Once the GPU is in use the collector runs in generational mode,
+ * and a young collection -- cheap: it visits what was created since the
+ * last one -- runs after every backward pass (the step's activations just
+ * died) and whenever the GPU allocated 128 MiB since the last collection.
+ * A full collection runs every 64 backward passes, and at once when the
+ * memory live after backward passes grew by more than 256 MiB and half.
+ * Never collects in a CPU-only run. */
 void sq_lua_device_gc(lua_State *L, int after_backward);
 /* Raises "bad argument #arg to 'fn' (tensor expected, got X)" or "(tensor is closed)". */
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg);

@@ -240,6 +240,15 @@ static void ctx_destroy(sq_cuda_ctx *cu)
         if (cu->cache.live[i].ptr) cudaFree(cu->cache.live[i].ptr);
     free(cu->cache.live);
     for (int k = 0; k < SQ_CUDA_NCLASS; k++) free(cu->cache.free[k].p);
+    for (int i = 0; i < SQ_CUDA_LTPLANS; i++) {
+        sq_cuda_ltplan *pl = &cu->lt_plans[i];
+        if (!pl->used) continue;
+        if (pl->op) cublasLtMatmulDescDestroy(pl->op);
+        if (pl->a) cublasLtMatrixLayoutDestroy(pl->a);
+        if (pl->b) cublasLtMatrixLayoutDestroy(pl->b);
+        if (pl->c) cublasLtMatrixLayoutDestroy(pl->c);
+    }
+    if (cu->lt) cublasLtDestroy(cu->lt);
     if (cu->cublas) cublasDestroy(cu->cublas);
     if (cu->cublas_ws) cudaFree(cu->cublas_ws);
     if (cu->flag) cudaFree(cu->flag);
@@ -297,6 +306,11 @@ sq_status sq_cuda_init(sq_ctx *ctx, int device)
         cu->cublas = NULL;
         ctx_destroy(cu);
         return sq_fail(ctx, SQ_ERR_DEVICE, "cuda init: cublasCreate failed: %s", cublasGetStatusString(bs));
+    }
+    if (cublasLtCreate(&cu->lt) != CUBLAS_STATUS_SUCCESS) {
+        cu->lt = NULL;
+        ctx_destroy(cu);
+        return sq_fail(ctx, SQ_ERR_DEVICE, "cuda init: cublasLtCreate failed");
     }
     /* The math mode stays default: each GEMM names its compute type (fp32 or
      * TF32, from ctx->cuda_tf32).  A workspace we own keeps cuBLAS from allocating

@@ -142,6 +142,12 @@ sq_status sq_cuda_gemm(sq_ctx *ctx, sq_dtype dt, int transA, int transB, int64_t
     return absent(ctx, __func__);
 }
 
+sq_status sq_cuda_linear(sq_ctx *ctx, sq_dtype dt, void *y, const void *x, const void *w,
+                         const void *b, int64_t R, int64_t K, int64_t M)
+{
+    return absent(ctx, __func__);
+}
+
 sq_status sq_cuda_gemm_batched(sq_ctx *ctx, sq_dtype dt, int transA, int transB, int64_t batch, int64_t M, int64_t N, int64_t K, double alpha, const void *A, int64_t lda, int64_t strideA, const void *B, int64_t ldb, int64_t strideB, double beta, void *C, int64_t ldc, int64_t strideC)
 {
     return absent(ctx, __func__);

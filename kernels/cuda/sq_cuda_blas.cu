@@ -7,6 +7,7 @@
 #include "sq_cuda_internal.h"
 
 #include <limits.h>
+#include <string.h>
 
 static sq_status check_gemm(sq_ctx *ctx, const char *k, sq_dtype dt, int transA, int transB,
                             int64_t batch, int64_t M, int64_t N, int64_t K, const void *A,
@@ -91,4 +92,108 @@ sq_status sq_cuda_gemm_batched(sq_ctx *ctx, sq_dtype dt, int transA, int transB,
     return sq_cuda_launched(ctx, k, "batch %lld, M %lld, N %lld, K %lld, %s%s", (long long)batch,
                             (long long)M, (long long)N, (long long)K, sq_dtype_name(dt),
                             ct == CUBLAS_COMPUTE_32F_FAST_TF32 ? ", tf32" : "");
+}
+
+/* ---- linear with the bias in the epilogue (cuBLASLt) --------------------------------
+ * Row-major y (R,M) = x (R,K) W^T + b is the column-major D (M,R) = op(A) B
+ * with A = W as stored, column-major (K,M), transposed; B = x as stored,
+ * column-major (K,R); the bias is a vector over D's M rows. */
+
+static void plan_drop(sq_cuda_ltplan *pl)
+{
+    if (pl->op) cublasLtMatmulDescDestroy(pl->op);
+    if (pl->a) cublasLtMatrixLayoutDestroy(pl->a);
+    if (pl->b) cublasLtMatrixLayoutDestroy(pl->b);
+    if (pl->c) cublasLtMatrixLayoutDestroy(pl->c);
+    memset(pl, 0, sizeof *pl);
+}
+
+/* Finds or makes the plan; NULL only when out of host resources. */
+static sq_cuda_ltplan *plan_for(sq_ctx *ctx, int bias, int64_t R, int64_t K, int64_t M)
+{
+    sq_cuda_ctx *cu = ctx->cuda;
+    int tf32 = ctx->cuda_tf32;
+    for (int i = 0; i < SQ_CUDA_LTPLANS; i++) {
+        sq_cuda_ltplan *pl = &cu->lt_plans[i];
+        if (pl->used && pl->tf32 == tf32 && pl->bias == bias && pl->R == R && pl->K == K && pl->M == M)
+            return pl;
+    }
+    sq_cuda_ltplan *pl = &cu->lt_plans[cu->lt_next];
+    cu->lt_next = (cu->lt_next + 1) % SQ_CUDA_LTPLANS;
+    plan_drop(pl);
+    pl->used = 1;
+    pl->dt = SQ_F32;
+    pl->tf32 = tf32;
+    pl->bias = bias;
+    pl->R = R;
+    pl->K = K;
+    pl->M = M;
+    cublasComputeType_t ct = tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    cublasLtEpilogue_t ep = bias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT;
+    int ok = cublasLtMatmulDescCreate(&pl->op, ct, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatrixLayoutCreate(&pl->a, CUDA_R_32F, (uint64_t)K, (uint64_t)M, K) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatrixLayoutCreate(&pl->b, CUDA_R_32F, (uint64_t)K, (uint64_t)R, K) == CUBLAS_STATUS_SUCCESS &&
+             cublasLtMatrixLayoutCreate(&pl->c, CUDA_R_32F, (uint64_t)M, (uint64_t)R, M) == CUBLAS_STATUS_SUCCESS;
+    if (ok) {
+        cublasLtMatmulPreference_t pref = NULL;
+        size_t wsb = cu->cublas_ws_bytes;
+        cublasLtMatmulHeuristicResult_t h;
+        int n = 0;
+        memset(&h, 0, sizeof h);
+        if (cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                                 sizeof wsb) == CUBLAS_STATUS_SUCCESS &&
+            cublasLtMatmulAlgoGetHeuristic(cu->lt, pl->op, pl->a, pl->b, pl->c, pl->c, pref, 1, &h, &n) ==
+                CUBLAS_STATUS_SUCCESS &&
+            n > 0) {
+            pl->algo = h.algo;
+            pl->ok = 1;
+        }
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    }
+    (void)cudaGetLastError();
+    return pl;
+}
+
+sq_status sq_cuda_linear(sq_ctx *ctx, sq_dtype dt, void *y, const void *x, const void *w,
+                         const void *b, int64_t R, int64_t K, int64_t M)
+{
+    const char *k = "linear";
+    SQ_TRY(check_gemm(ctx, k, dt, 0, 1, 1, R, M, K, x, K, w, K, y, M));
+    if (R == 0 || M == 0) return SQ_OK;
+    sq_cuda_ctx *cu = ctx->cuda;
+    /* Lt's heuristic assumes 256-byte aligned matrices (its default); views
+     * that start elsewhere take the fallback */
+    uintptr_t mis = ((uintptr_t)x | (uintptr_t)w | (uintptr_t)y | (uintptr_t)b) & 255u;
+    if (dt == SQ_F32 && K > 0 && !mis) {
+        sq_cuda_ltplan *pl = plan_for(ctx, b != NULL, R, K, M);
+        if (pl && pl->ok) {
+            const void *bp = b;
+            float one = 1.0f, zero = 0.0f;
+            cublasStatus_t st = CUBLAS_STATUS_SUCCESS;
+            if (b) st = cublasLtMatmulDescSetAttribute(pl->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp);
+            if (st == CUBLAS_STATUS_SUCCESS)
+                st = cublasLtMatmul(cu->lt, pl->op, &one, w, pl->a, x, pl->b, &zero, y, pl->c, y, pl->c,
+                                    &pl->algo, cu->cublas_ws, cu->cublas_ws_bytes, cu->stream);
+            if (st == CUBLAS_STATUS_SUCCESS) {
+                count(ctx, 1, R, M, K);
+                return sq_cuda_launched(ctx, "linear (Lt)", "R %lld, K %lld, M %lld%s%s", (long long)R,
+                                        (long long)K, (long long)M, b ? ", bias" : "",
+                                        ctx->cuda_tf32 ? ", tf32" : "");
+            }
+            (void)cudaGetLastError();
+            pl->ok = 0; /* this shape takes the fallback from now on */
+        }
+    }
+    double beta = 0.0;
+    if (b) {
+        int64_t bs[2] = {0, 1}, ysh[2] = {R, M};
+        SQ_TRY(sq_cuda_copy_strided(ctx, dt, y, NULL, b, bs, 2, ysh));
+        beta = 1.0;
+    }
+    return sq_cuda_gemm(ctx, dt, 0, 1, R, M, K, 1.0, x, K, w, K, beta, y, M);
 }

@@ -4,6 +4,7 @@
 #ifndef SQ_CUDA_INTERNAL_H
 #define SQ_CUDA_INTERNAL_H
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
@@ -51,6 +52,18 @@ typedef enum {
 
 #define SQ_CUDA_STAGE_BYTES ((size_t)4 << 20)
 
+/* A cuBLASLt plan for one linear shape (sq_cuda_linear): descriptors and the
+ * heuristic's algorithm, made once per (dtype, TF32, bias, R, K, M). */
+typedef struct {
+    int used, ok; /* ok 0: Lt found no algorithm; the shape takes the fallback */
+    int dt, tf32, bias;
+    int64_t R, K, M;
+    cublasLtMatmulDesc_t op;
+    cublasLtMatrixLayout_t a, b, c;
+    cublasLtMatmulAlgo_t algo;
+} sq_cuda_ltplan;
+#define SQ_CUDA_LTPLANS 64
+
 struct sq_cuda_ctx {
     int device;
     char name[256];
@@ -58,6 +71,9 @@ struct sq_cuda_ctx {
     size_t total_mem;
     cudaStream_t stream;
     cublasHandle_t cublas;
+    cublasLtHandle_t lt;                    /* shares cublas_ws (same stream) */
+    sq_cuda_ltplan lt_plans[SQ_CUDA_LTPLANS];
+    int lt_next;                            /* round-robin slot to replace */
     void *cublas_ws;
     size_t cublas_ws_bytes;
     int sync_launches;

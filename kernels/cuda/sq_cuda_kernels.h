@@ -45,6 +45,15 @@ sq_status sq_cuda_gemm_batched(sq_ctx *ctx, sq_dtype dt, int transA, int transB,
                                int64_t strideB, double beta, void *C, int64_t ldc,
                                int64_t strideC);
 
+/* The linear layer's forward: y (R,M) = x (R,K) W^T + b, all row-major and
+ * contiguous, W (M,K), b (M) or NULL.  float32: one cuBLASLt call with the
+ * bias added in the GEMM's epilogue (y is written once, never read); the
+ * plan is made once per shape.  float64, or a shape Lt has no algorithm
+ * for: b broadcast into y, then a GEMM accumulating onto it.  Counts one
+ * GEMM in ctx->stats. */
+sq_status sq_cuda_linear(sq_ctx *ctx, sq_dtype dt, void *y, const void *x, const void *w,
+                         const void *b, int64_t R, int64_t K, int64_t M);
+
 /* ---- fill, copy, convert (any dtype) --------------------------------------- */
 /* out (n) = v (v converted to dt) */
 sq_status sq_cuda_fill(sq_ctx *ctx, sq_dtype dt, void *out, int64_t n, double v);

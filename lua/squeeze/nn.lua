@@ -568,7 +568,7 @@ function MultiHeadSelfAttention:forward(x)
     return t:reshape(B, T, H, hd):permute(1, 3, 2, 4):reshape(B * H, T, hd)
   end
   local q, k, v = heads(self.q:forward(x)), heads(self.k:forward(x)), heads(self.v:forward(x))
-  local att = q:matmul(k:transpose(2, 3)) * (1 / math.sqrt(hd)) -- (B*H,T,T)
+  local att = q:matmul(k:transpose(2, 3), 1 / math.sqrt(hd)) -- (B*H,T,T), the scale inside the GEMM
   att = att:softmax(self.causal)
   local y = att:matmul(v):reshape(B, H, T, hd):permute(1, 3, 2, 4):reshape(B, T, C)
   y = self.out:forward(y)

@@ -267,21 +267,24 @@ static sq_status f_argmax(sq_ctx *c, sq_tensor *const *in, const opa *a, sq_tens
     return sq_argmax(c, in[0], a->i[0], o);
 }
 
-/* i[0]: use in[1] transposed (dims -2,-1) */
+/* i[0]: use in[1] transposed (dims -2,-1), read in place by the GEMM;
+ * d[0] != 0: scaled by d[0] inside the GEMM */
 static sq_status f_matmul(sq_ctx *c, sq_tensor *const *in, const opa *a, sq_tensor **o)
 {
     sq_tensor *b = in[1];
     if (a->i[0]) SQ_TRY(sq_transpose(c, in[1], -2, -1, &b));
-    sq_status st = sq_matmul(c, in[0], b, o);
+    sq_status st = a->d[0] != 0 ? sq_matmul_scaled(c, in[0], b, a->d[0], o) : sq_matmul(c, in[0], b, o);
     if (a->i[0]) sq_tensor_release(b);
     return st;
 }
 
-/* i[0]: has bias; i[1]: x transposed (dims 0,1) first */
+/* i[0]: has bias; i[1]: 1 = x transposed (dims 0,1) first, 2 = x narrowed to
+ * rows [1, n) (contiguous, but not 256-byte aligned: cuBLASLt's fallback) */
 static sq_status f_linear(sq_ctx *c, sq_tensor *const *in, const opa *a, sq_tensor **o)
 {
     sq_tensor *x = in[0];
-    if (a->i[1]) SQ_TRY(sq_transpose(c, in[0], 0, 1, &x));
+    if (a->i[1] == 1) SQ_TRY(sq_transpose(c, in[0], 0, 1, &x));
+    if (a->i[1] == 2) SQ_TRY(sq_narrow(c, in[0], 0, 1, in[0]->shape[0] - 1, &x));
     sq_status st = sq_linear(c, x, in[1], a->i[0] ? in[2] : NULL, o);
     if (a->i[1]) sq_tensor_release(x);
     return st;
@@ -501,6 +504,10 @@ static void test_linalg(tc *t, sq_dtype dt)
     in[0] = randn(t, dt, 3, a3, 1);
     in[1] = randn(t, dt, 3, b3t, 1);
     check_op(t, "matmul 5x33x65 @ (5x17x65)^T", f_matmul, &n1, 2, in, tol);
+    opa sc = {{1}, {0.125}};
+    in[0] = randn(t, dt, 3, a3, 1);
+    in[1] = randn(t, dt, 3, b3t, 1);
+    check_op(t, "matmul 0.125 * 5x33x65 @ (5x17x65)^T (scaled)", f_matmul, &sc, 2, in, tol);
     in[0] = randn(t, dt, 3, a3, 1);
     in[1] = randn(t, dt, 2, b2, 1);
     check_op(t, "matmul 5x33x65 @ 65x17 (shared B)", f_matmul, &n0, 2, in, tol);
@@ -526,6 +533,12 @@ static void test_linalg(tc *t, sq_dtype dt)
     in[1] = randn(t, dt, 2, wb, 1);
     in[2] = randn(t, dt, 1, bb, 1);
     check_op(t, "linear 3001x129 -> 257 (db over many rows)", f_linear, &lb, 3, in, tol);
+    int64_t xr[2] = {38, 65};
+    opa lm = {{1, 2}, {0}};
+    in[0] = randn(t, dt, 2, xr, 1);
+    in[1] = randn(t, dt, 2, w, 1);
+    in[2] = randn(t, dt, 1, b, 1);
+    check_op(t, "linear on rows 2..38 of 38x65 (unaligned start)", f_linear, &lm, 3, in, tol);
 }
 
 static void test_nn(tc *t, sq_dtype dt)
@@ -561,14 +574,16 @@ static void test_nn(tc *t, sq_dtype dt)
         for (int j = 1 + k; j < 3; j++) sq_tensor_release(in[j]); /* unused */
         check_op(t, name, f_layer_norm, &a, 1 + k, in, tol);
     }
-    for (int k = 0; k < 2; k++) {
-        opa a = {{k}, {0}};
-        in[0] = randn(t, dt, 3, xs, 1);
-        in[1] = randn(t, dt, 1, ws, 1);
-        in[2] = randn(t, dt, 1, ws, 1);
-        snprintf(name, sizeof name, "affine 3x29x257%s", k ? " + beta" : "");
-        if (!k) sq_tensor_release(in[2]); /* unused */
-        check_op(t, name, f_affine, &a, 2 + k, in, tol);
+    int64_t xs4[3] = {3, 29, 256}, ws4[1] = {256};
+    for (int k = 0; k < 4; k++) {
+        opa a = {{k & 1}, {0}};
+        int four = k >= 2; /* 256 channels: the float4 kernels */
+        in[0] = randn(t, dt, 3, four ? xs4 : xs, 1);
+        in[1] = randn(t, dt, 1, four ? ws4 : ws, 1);
+        in[2] = randn(t, dt, 1, four ? ws4 : ws, 1);
+        snprintf(name, sizeof name, "affine 3x29x%d%s", four ? 256 : 257, (k & 1) ? " + beta" : "");
+        if (!(k & 1)) sq_tensor_release(in[2]); /* unused */
+        check_op(t, name, f_affine, &a, 2 + (k & 1), in, tol);
     }
     int64_t is[2] = {7, 13}, wv[2] = {101, 33};
     for (int i = 0; i < 2; i++) {
