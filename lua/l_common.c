@@ -12,36 +12,32 @@ sq_ctx *sq_lua_ctx(lua_State *L)
     return ctx;
 }
 
-void sq_lua_device_gc(lua_State *L, int after_backward)
+void sq_lua_device_gc(lua_State *L, int when)
 {
     sq_lua_state *s = (sq_lua_state *)sq_lua_ctx(L);
     const sq_mem *m = &s->ctx.mem;
-    const int64_t budget = (int64_t)128 << 20, mib256 = (int64_t)256 << 20;
+    const int64_t budget = (int64_t)128 << 20, gib = (int64_t)1 << 30;
     int64_t since = m->allocated[SQ_CUDA] - s->gc_mark;
     if (since <= 0) return; /* nothing allocated on the GPU since: includes CPU-only runs */
-    if (!after_backward && since < budget) return;
+    if (when == SQ_LUA_GC_PRESSURE && since < budget) return;
     if (!s->gc_generational) {
         lua_gc(L, LUA_GCGEN, 0, 0); /* enters with a full collection */
         s->gc_generational = 1;
-        s->gc_full_live = m->total_cur[SQ_CUDA];
+        s->gc_full_mark = m->allocated[SQ_CUDA];
     } else {
         lua_gc(L, LUA_GCSTEP, 0); /* a young collection in generational mode */
     }
-    int64_t live = m->total_cur[SQ_CUDA];
-    /* After a backward pass what is live is the training state.  Dead tensors
-     * that aged into the old generation (alive across two collections) are
-     * only found by a full collection: one every 64 backward passes, and at
-     * once when that state grew by more than 256 MiB and half. */
-    if (after_backward) {
-        if (++s->gc_backwards % 64 == 0 ||
-            (live - s->gc_full_live > mib256 && live > s->gc_full_live + s->gc_full_live / 2)) {
-            lua_gc(L, LUA_GCCOLLECT);
-            live = m->total_cur[SQ_CUDA];
-        }
-        s->gc_full_live = live;
+    /* A tensor alive across two young collections (a layer's input during
+     * its forward, say) is old when it dies, and only a full collection
+     * finds it: one after every backward pass that followed 1 GiB of GPU
+     * allocation (every step of a large model, ~50 us against tens of ms),
+     * and at least every 64 backward passes. */
+    if (when == SQ_LUA_GC_AFTER_BACKWARD &&
+        (++s->gc_backwards % 64 == 0 || m->allocated[SQ_CUDA] - s->gc_full_mark > gib)) {
+        lua_gc(L, LUA_GCCOLLECT);
+        s->gc_full_mark = m->allocated[SQ_CUDA];
     }
     s->gc_mark = m->allocated[SQ_CUDA];
-    s->gc_live = live;
 }
 
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg)
@@ -62,7 +58,7 @@ void sq_lua_push_tensor(lua_State *L, sq_tensor *t)
 {
     /* The userdata starts empty (t = NULL) so that its __gc is harmless
      * whatever happens before the tensor is stored into it. */
-    if (t && t->storage->device == SQ_CUDA) sq_lua_device_gc(L, 0);
+    if (t && t->storage->device == SQ_CUDA) sq_lua_device_gc(L, SQ_LUA_GC_PRESSURE);
     sq_lua_tensor *ud = lua_newuserdatauv(L, sizeof *ud, 0);
     ud->t = NULL;
     luaL_setmetatable(L, SQ_LUA_TENSOR_MT);

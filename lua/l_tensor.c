@@ -32,7 +32,7 @@
 /* Pushes an empty tensor userdata (t = NULL) and returns its slot. */
 static sq_lua_tensor *new_slot(lua_State *L)
 {
-    sq_lua_device_gc(L, 0);
+    sq_lua_device_gc(L, SQ_LUA_GC_PRESSURE);
     sq_lua_tensor *ud = lua_newuserdatauv(L, sizeof *ud, 0);
     ud->t = NULL;
     luaL_setmetatable(L, SQ_LUA_TENSOR_MT);
@@ -1497,9 +1497,10 @@ static int t_backward(lua_State *L)
     if (g && g->dtype != t->dtype)
         return luaL_argerror(L, 2, lua_pushfstring(L, "gradient is %s, output is %s",
                                                    sq_dtype_name(g->dtype), sq_dtype_name(t->dtype)));
+    sq_lua_device_gc(L, SQ_LUA_GC_BEFORE_BACKWARD); /* the forward's dead results go before the peak */
     sq_status st = sq_backward(ctx, t, g);
     if (st != SQ_OK) return fail(L, "backward", st, 0);
-    sq_lua_device_gc(L, 1); /* the step's activations just died: give their GPU memory back */
+    sq_lua_device_gc(L, SQ_LUA_GC_AFTER_BACKWARD); /* the step's activations just died */
     return 0;
 }
 

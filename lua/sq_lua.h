@@ -30,11 +30,10 @@ typedef struct {
     sq_ctx ctx;
     /* Dead tensor userdata keep their device memory until Lua collects them,
      * and Lua's collector only sees its own small heap (sq_lua_device_gc):
-     * mark = ctx.mem.allocated[SQ_CUDA] at the last collection, live = GPU
-     * bytes held after it, full_live = after the last backward pass,
-     * backwards = backward passes seen; generational = the collector was
-     * switched to generational mode. */
-    int64_t gc_mark, gc_live, gc_full_live, gc_backwards;
+     * ctx.mem.allocated[SQ_CUDA] at the last collection (mark) and at the
+     * last full one (full_mark); backward passes seen; whether the collector
+     * was switched to generational mode. */
+    int64_t gc_mark, gc_full_mark, gc_backwards;
     int gc_generational;
 } sq_lua_state;
 
@@ -44,12 +43,13 @@ sq_ctx *sq_lua_ctx(lua_State *L);
  * result holds its GPU memory until collected, where Python would free it
  * at once).  Once the GPU is in use the collector runs in generational mode,
  * and a young collection -- cheap: it visits what was created since the
- * last one -- runs after every backward pass (the step's activations just
- * died) and whenever the GPU allocated 128 MiB since the last collection.
- * A full collection runs every 64 backward passes, and at once when the
- * memory live after backward passes grew by more than 256 MiB and half.
- * Never collects in a CPU-only run. */
-void sq_lua_device_gc(lua_State *L, int after_backward);
+ * last one -- runs before and after every backward pass (the forward's
+ * leftovers, then the step's activations) and whenever the GPU allocated
+ * 128 MiB since the last collection; a full collection follows a backward
+ * pass after 1 GiB of GPU allocation, and at least every 64.  Never
+ * collects in a CPU-only run. */
+enum { SQ_LUA_GC_PRESSURE = 0, SQ_LUA_GC_BEFORE_BACKWARD, SQ_LUA_GC_AFTER_BACKWARD };
+void sq_lua_device_gc(lua_State *L, int when);
 /* Raises "bad argument #arg to 'fn' (tensor expected, got X)" or "(tensor is closed)". */
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg);
 /* nil/none -> NULL, otherwise as sq_lua_check_tensor. */
