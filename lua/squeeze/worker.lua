@@ -297,6 +297,12 @@ function M.execute(o)
     end
   end
 
+  -- Matmul precision is part of the result: record whether TF32 was on
+  -- (issue 4: "TF32 as an explicit option recorded with the run").
+  if core.cuda_tf32 then
+    pcall(function() run:tag("matmul_precision", core.cuda_tf32() and "tf32" or "fp32") end)
+  end
+
   -- final metrics: the last value of every curve, then what run:summary set
   local final = {}
   for key, c in pairs(run.curves) do
