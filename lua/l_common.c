@@ -124,3 +124,24 @@ void sq_lua_setfuncs(lua_State *L, const luaL_Reg *fns, int ctx_index)
         lua_setfield(L, -2, fns->name);
     }
 }
+
+void sq_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction close, lua_CFunction tostr, int ctx_index)
+{
+    if (!luaL_newmetatable(L, name)) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_newtable(L);
+    sq_lua_setfuncs(L, methods, ctx_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+    if (tostr) {
+        lua_pushcfunction(L, tostr);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+}

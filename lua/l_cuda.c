@@ -229,15 +229,6 @@ static const luaL_Reg cuda_fns[] = {
 
 void sq_lua_open_cuda(lua_State *L, int ctx_index)
 {
-    if (luaL_newmetatable(L, EVENT_MT)) {
-        lua_pushcfunction(L, ev_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, ev_gc);
-        lua_setfield(L, -2, "__close");
-        lua_newtable(L);
-        sq_lua_setfuncs(L, event_methods, ctx_index);
-        lua_setfield(L, -2, "__index");
-    }
-    lua_pop(L, 1);
+    sq_lua_new_class(L, EVENT_MT, event_methods, ev_gc, NULL, ctx_index);
     sq_lua_setfuncs(L, cuda_fns, ctx_index);
 }

@@ -322,17 +322,6 @@ static const luaL_Reg data_fns[] = {
 
 void sq_lua_open_data(lua_State *L, int ctx_index)
 {
-    if (luaL_newmetatable(L, CORPUS_MT)) {
-        lua_newtable(L);
-        sq_lua_setfuncs(L, corpus_methods, ctx_index);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, c_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, c_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, c_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    sq_lua_new_class(L, CORPUS_MT, corpus_methods, c_close, c_tostring, ctx_index);
     sq_lua_setfuncs(L, data_fns, ctx_index);
 }

@@ -264,17 +264,6 @@ static const luaL_Reg optim_fns[] = {
 
 void sq_lua_open_optim(lua_State *L, int ctx_index)
 {
-    if (luaL_newmetatable(L, OPTIM_MT)) {
-        lua_newtable(L);
-        sq_lua_setfuncs(L, optim_methods, ctx_index);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, o_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, o_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, o_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
+    sq_lua_new_class(L, OPTIM_MT, optim_methods, o_close, o_tostring, ctx_index);
     sq_lua_setfuncs(L, optim_fns, ctx_index);
 }

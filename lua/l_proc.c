@@ -433,24 +433,9 @@ static const luaL_Reg heartbeat_methods[] = {
     {NULL, NULL},
 };
 
-static void new_metatable(lua_State *L, const char *name, const luaL_Reg *methods,
-                          lua_CFunction close, int ctx_index) {
-    if (!luaL_newmetatable(L, name)) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_newtable(L);
-    sq_lua_setfuncs(L, methods, ctx_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-    lua_pop(L, 1);
-}
 
 void sq_lua_open_proc(lua_State *L, int ctx_index) {
-    new_metatable(L, SIGNALS_MT, signals_methods, l_signals_restore, ctx_index);
-    new_metatable(L, HEARTBEAT_MT, heartbeat_methods, l_heartbeat_stop, ctx_index);
+    sq_lua_new_class(L, SIGNALS_MT, signals_methods, l_signals_restore, NULL, ctx_index);
+    sq_lua_new_class(L, HEARTBEAT_MT, heartbeat_methods, l_heartbeat_stop, NULL, ctx_index);
     sq_lua_setfuncs(L, proc_fns, ctx_index);
 }

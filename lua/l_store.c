@@ -381,30 +381,10 @@ static const luaL_Reg store_fns[] = {
     {NULL, NULL},
 };
 
-/* Metatable with methods that carry the ctx upvalue. */
-static void new_metatable(lua_State *L, const char *name, const luaL_Reg *methods,
-                          lua_CFunction close, lua_CFunction tostr, int ctx_index) {
-    if (!luaL_newmetatable(L, name)) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_newtable(L);
-    sq_lua_setfuncs(L, methods, ctx_index);
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, close);
-    lua_setfield(L, -2, "__close");
-    if (tostr) {
-        lua_pushcfunction(L, tostr);
-        lua_setfield(L, -2, "__tostring");
-    }
-    lua_pop(L, 1);
-}
 
 void sq_lua_open_store(lua_State *L, int ctx_index) {
-    new_metatable(L, STORE_MT, store_methods, l_store_close, l_store_tostring, ctx_index);
-    new_metatable(L, STMT_MT, stmt_methods, l_stmt_close, NULL, ctx_index);
+    sq_lua_new_class(L, STORE_MT, store_methods, l_store_close, l_store_tostring, ctx_index);
+    sq_lua_new_class(L, STMT_MT, stmt_methods, l_stmt_close, NULL, ctx_index);
     sq_lua_setfuncs(L, store_fns, ctx_index);
     lua_pushinteger(L, SQ_STORE_SCHEMA_VERSION);
     lua_setfield(L, -2, "store_schema_version");

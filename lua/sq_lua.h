@@ -64,6 +64,12 @@ int sq_lua_check_shape(lua_State *L, int arg, int64_t *shape);
  * (the ctx userdata must be at absolute index ctx_index). */
 void sq_lua_setfuncs(lua_State *L, const luaL_Reg *fns, int ctx_index);
 
+/* Registers metatable `name` once: __index = methods (each with the ctx
+ * upvalue), __gc and __close = close (must be idempotent), __tostring = tostr
+ * when given.  Leaves the stack as it was. */
+void sq_lua_new_class(lua_State *L, const char *name, const luaL_Reg *methods,
+                      lua_CFunction close, lua_CFunction tostr, int ctx_index);
+
 /* Open functions: each adds its functions to the core table at the top of
  * the stack; ctx_index is the absolute index of the ctx userdata. */
 void sq_lua_open_tensor(lua_State *L, int ctx_index);  /* l_tensor.c: tensors, ops, autograd, memory */
