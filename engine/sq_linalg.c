@@ -2,6 +2,7 @@
  * Gram matrix XᵀX.  The one place the engine talks to LAPACK. */
 #include "sq_linalg.h"
 #include "sq_ops_internal.h"
+#include "cuda/sq_cuda_linalg.h"
 
 #include <lapacke.h>
 #include <limits.h>
@@ -119,6 +120,68 @@ static void copy_cols(size_t es, void *dst, const void *src, int64_t rows, int64
                (size_t)r * es);
 }
 
+/* W on the GPU: cuSOLVER (kernels/cuda/sq_cuda_linalg.h), factors left on
+ * the GPU.  There gesvdj (Jacobi) is the first-choice driver and takes
+ * gesdd's place in opts and info (SQ_SVD_GESDD: gesvdj only; gesdd_info:
+ * gesvdj's info); gesvd is gesvd.  Sizes and rank are checked by sq_svd. */
+static sq_status svd_cuda(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *o,
+                          sq_tensor **U, sq_tensor **S, sq_tensor **Vt, sq_svd_info *info)
+{
+    int64_t M = W->shape[0], K = W->shape[1], k = M < K ? M : K;
+    sq_dtype dt = W->dtype;
+    sq_cuda_svd_driver drv = o->driver == SQ_SVD_GESVD   ? SQ_CUDA_SVD_GESVD
+                             : o->driver == SQ_SVD_GESDD ? SQ_CUDA_SVD_GESVDJ
+                                                         : SQ_CUDA_SVD_AUTO;
+    sq_cuda_svd_info ci;
+    sq_status st = SQ_OK;
+    sq_tensor *Wc = NULL, *uf = NULL, *s = NULL, *vtf = NULL, *v = NULL;
+    int64_t sh_u[2] = {M, k}, sh_s[1] = {k}, sh_vt[2] = {k, K};
+    SQ_CHECK(sq_tensor_contiguous_raw(ctx, W, &Wc));
+    SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, dt, 2, sh_u, SQ_MEM_OTHER, &uf));
+    SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, dt, 1, sh_s, SQ_MEM_OTHER, &s));
+    SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, dt, 2, sh_vt, SQ_MEM_OTHER, &vtf));
+    st = sq_cuda_svd(ctx, dt, M, K, sq_tensor_data(Wc), sq_tensor_data(uf), sq_tensor_data(s),
+                     sq_tensor_data(vtf), drv, o->fake_fail, &ci);
+    if (info) {
+        info->used = ci.used == SQ_CUDA_SVD_GESVD ? SQ_SVD_GESVD : SQ_SVD_GESDD;
+        info->fell_back = ci.fell_back;
+        info->gesdd_info = ci.gesvdj_info;
+    }
+    if (st != SQ_OK) goto done;
+    if (rank < k) { /* truncate: U keeps its leading columns, S and Vt their leading rows */
+        int64_t su[2] = {M, rank}, ssu[2] = {k, 1}, ss[1] = {rank}, sss[1] = {1};
+        int64_t sv[2] = {rank, K}, ssv[2] = {K, 1};
+        SQ_CHECK(sq_view_raw(ctx, uf, 2, su, ssu, 0, &v));
+        SQ_CHECK(sq_tensor_clone(ctx, v, U));
+        sq_tensor_release(v);
+        v = NULL;
+        SQ_CHECK(sq_view_raw(ctx, s, 1, ss, sss, 0, &v));
+        SQ_CHECK(sq_tensor_clone(ctx, v, S));
+        sq_tensor_release(v);
+        v = NULL;
+        SQ_CHECK(sq_view_raw(ctx, vtf, 2, sv, ssv, 0, &v));
+        SQ_CHECK(sq_tensor_clone(ctx, v, Vt));
+    } else {
+        *U = uf;
+        *S = s;
+        *Vt = vtf;
+        uf = s = vtf = NULL;
+    }
+done:
+    if (st != SQ_OK) { /* never partial factors */
+        sq_tensor_release(*U);
+        sq_tensor_release(*S);
+        sq_tensor_release(*Vt);
+        *U = *S = *Vt = NULL;
+    }
+    sq_tensor_release(v);
+    sq_tensor_release(Wc);
+    sq_tensor_release(uf);
+    sq_tensor_release(s);
+    sq_tensor_release(vtf);
+    return st;
+}
+
 sq_status sq_svd(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *opts, sq_tensor **U,
                  sq_tensor **S, sq_tensor **Vt, sq_svd_info *info)
 {
@@ -128,7 +191,7 @@ sq_status sq_svd(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *opt
     sq_svd_info inf = {SQ_SVD_GESDD, 0, 0};
     if (info) *info = inf;
     char sb[64];
-    SQ_TRY(sq_need_float_cpu(ctx, "svd", "matrix", W));
+    SQ_TRY(sq_need_float(ctx, "svd", "matrix", W));
     if (W->ndim != 2 || W->shape[0] < 1 || W->shape[1] < 1)
         return sq_fail(ctx, SQ_ERR_SHAPE, "svd: need a non-empty 2-d matrix, got %s",
                        SQ_SHAPE(W, sb));
@@ -144,6 +207,7 @@ sq_status sq_svd(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *opt
     if (rank > k)
         return sq_fail(ctx, SQ_ERR_ARG, "svd: rank %lld > min(%lld,%lld)", (long long)rank,
                        (long long)M, (long long)K);
+    if (sq_on_cuda(W)) return svd_cuda(ctx, W, rank, &o, U, S, Vt, info);
 
     sq_status st = SQ_OK;
     sq_tensor *Wc = NULL, *a = NULL, *s = NULL, *uf = NULL, *vtf = NULL, *u = NULL, *vt = NULL;
