@@ -104,9 +104,12 @@ local function run(cfg, run)
   -- pixels standardised with the training set's mean and std
   local tr = subset(data.fashion_mnist { split = "train", mean = 0.2860, std = 0.3530 }, S.train_n)
   local te = subset(data.fashion_mnist { split = "test", mean = 0.2860, std = 0.3530 }, S.test_n)
-  -- fixed batches for the probes: the first test images (the same for every run)
-  local probe_x, probe_y = te.x:narrow(1, 1, S.probe_batch):to(dev), te.y:narrow(1, 1, S.probe_batch):to(dev)
-  local dw_x, dw_y = te.x:narrow(1, 1, S.dw_batch):to(dev), te.y:narrow(1, 1, S.dw_batch):to(dev)
+  -- fixed batches for the probes: the first test images (the same for every run), copied out
+  -- of the dataset like a training batch — a narrowed view would make cross_entropy's saved
+  -- targets hold (and SAVED count) the storage of all 10 000 labels
+  local function rows(t, n) return t:narrow(1, 1, n):clone():to(dev) end
+  local probe_x, probe_y = rows(te.x, S.probe_batch), rows(te.y, S.probe_batch)
+  local dw_x, dw_y = rows(te.x, S.dw_batch), rows(te.y, S.dw_batch)
   collectgarbage()
   collectgarbage()
   local function mem() return sq.memory()[dev] end
