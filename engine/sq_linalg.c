@@ -121,9 +121,11 @@ static void copy_cols(size_t es, void *dst, const void *src, int64_t rows, int64
 }
 
 /* W on the GPU: cuSOLVER (kernels/cuda/sq_cuda_linalg.h), factors left on
- * the GPU.  There gesvdj (Jacobi) is the first-choice driver and takes
- * gesdd's place in opts and info (SQ_SVD_GESDD: gesvdj only; gesdd_info:
- * gesvdj's info); gesvd is gesvd.  Sizes and rank are checked by sq_svd. */
+ * the GPU.  cuSOLVER has no gesdd: its Jacobi driver gesvdj takes gesdd's
+ * place in opts, info and the fake-failure bits (SQ_SVD_GESDD: gesvdj only;
+ * gesdd_info: gesvdj's info); SQ_SVD_AUTO there is gesvd first, gesvdj when
+ * gesvd does not converge (fell_back), because gesvdj's float32 error grows
+ * with the size.  Sizes and rank are checked by sq_svd. */
 static sq_status svd_cuda(sq_ctx *ctx, sq_tensor *W, int64_t rank, const sq_svd_opts *o,
                           sq_tensor **U, sq_tensor **S, sq_tensor **Vt, sq_svd_info *info)
 {

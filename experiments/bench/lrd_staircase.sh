@@ -18,7 +18,8 @@
 # Environment: OUT (default /tmp/lrd_out), BUILD (default /tmp/build), ARCH (90),
 # BUDGET (s for the whole script, default 440: every program's time limit is cut
 # from what is left, and the table is written from whatever finished), REPS (20),
-# WARMUP (3), SECTIONS (a,b,c,d,e), SVD_N (4096; 0 skips the SVD timing).
+# WARMUP (3), SECTIONS (a,b,c,d,e), PRECISIONS (fp32,tf32), RANKS (section a's ranks;
+# default the list above), QS (1,8,64), SVD_N (4096; 0 skips the SVD timing).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 T0=$(date +%s)
@@ -29,6 +30,9 @@ BUDGET=${BUDGET:-440}
 REPS=${REPS:-20}
 WARMUP=${WARMUP:-3}
 SECTIONS=${SECTIONS:-a,b,c,d,e}
+PRECISIONS=${PRECISIONS:-fp32,tf32}
+RANKS=${RANKS:-}
+QS=${QS:-1,8,64}
 SVD_N=${SVD_N:-4096}
 COMMIT=${SQ_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "$OUT"
@@ -72,6 +76,7 @@ echo "== squeeze (left $(left) s)"
 if [ -x "$SQ" ]; then
     lim=$(cap 230 150)
     timeout "$lim" "$SQ" run experiments/bench/lrd_staircase.lua sections="$SECTIONS" reps="$REPS" warmup="$WARMUP" \
+        precisions="$PRECISIONS" qs="$QS" ${RANKS:+ranks="$RANKS"} \
         limit=$(( lim * 45 / 100 )) climit=$(( lim * 12 / 100 )) elimit=$(( lim * 20 / 100 )) 2>&1 | tee -a "$raw" | grep -v "^RESULT" | tail -n 20
     echo "squeeze rc ${PIPESTATUS[0]} after $(( $(date +%s) - T0 )) s"
 fi
@@ -82,6 +87,7 @@ tucker=$(grep "^RESULT side=squeeze sec=d prec=fp32 kind=tucker2" "$raw" |
 lim=$(cap 210 40)
 PYTHONUNBUFFERED=1 timeout "$lim" python3 experiments/bench/lrd_staircase_torch.py \
     --sections "$(echo "$SECTIONS" | sed 's/,\?e//')" --reps "$REPS" --warmup "$WARMUP" \
+    --precisions "$PRECISIONS" ${RANKS:+--ranks "$RANKS"} \
     --limit $(( lim * 50 / 100 )) --climit $(( lim * 10 / 100 )) --tucker "$tucker" 2>&1 |
     tee -a "$raw" | grep -v "^RESULT" | tail -n 20
 echo "torch rc ${PIPESTATUS[0]} after $(( $(date +%s) - T0 )) s"

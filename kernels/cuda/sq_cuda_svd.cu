@@ -1,4 +1,4 @@
-/* sq_cuda_svd.cu — the SVD on the GPU through cuSOLVER (gesvdj with a gesvd
+/* sq_cuda_svd.cu — the SVD on the GPU through cuSOLVER (gesvd with a gesvdj
  * fallback; see sq_cuda_linalg.h).  The one place the backend talks to
  * cuSOLVER.
  *
@@ -218,7 +218,7 @@ sq_status sq_cuda_svd(sq_ctx *ctx, sq_dtype dt, int64_t M, int64_t K, const void
     const char *fn = "svd";
     sq_cuda_svd_info inf;
     memset(&inf, 0, sizeof inf);
-    inf.used = SQ_CUDA_SVD_GESVDJ;
+    inf.used = SQ_CUDA_SVD_GESVD;
     if (info) *info = inf;
     SQ_CUDA_ENTER(ctx, fn);
     SQ_TRY(sq_cuda_need_float(ctx, fn, dt));
@@ -251,7 +251,7 @@ sq_status sq_cuda_svd(sq_ctx *ctx, sq_dtype dt, int64_t M, int64_t K, const void
     unsigned long long *flag = NULL, first = 0;
     cusolverDnHandle_t h = NULL;
     int hinfo = 0;
-    int use_gesvd = driver == SQ_CUDA_SVD_GESVD;
+    int use_gesvdj = driver == SQ_CUDA_SVD_GESVDJ;
 
     /* a NaN or Inf in W: name the first; no driver sees it */
     CHECK(sq_cuda_ws_alloc(ctx, sizeof *flag, (void **)&flag));
@@ -281,44 +281,45 @@ sq_status sq_cuda_svd(sq_ctx *ctx, sq_dtype dt, int64_t M, int64_t K, const void
     CUS(cusolverDnCreate(&h), "handle creation");
     CUS(cusolverDnSetStream(h, ctx->cuda->stream), "set stream");
 
-    if (!use_gesvd) {
-        CHECK(run_gesvdj(ctx, h, &j, &inf.gesvdj_sweeps, &inf.gesvdj_residual));
-        CHECK(sq_cuda_copy_d2h(ctx, &hinfo, j.dev_info, sizeof hinfo));
-        if (hinfo == 0 && (fake_fail & SQ_CUDA_SVD_FAKE_GESVDJ_FAIL)) hinfo = (int)k + 1;
-        inf.used = SQ_CUDA_SVD_GESVDJ;
-        inf.gesvdj_info = hinfo;
-        if (hinfo < 0) {
-            st = sq_fail(ctx, SQ_ERR_NUMERIC, "svd: gesvdj rejected argument %d on %lldx%lld (cuSOLVER error)",
-                         -hinfo, (long long)M, (long long)K);
-            goto done;
-        }
-        if (hinfo > 0 && driver == SQ_CUDA_SVD_GESVDJ) {
-            st = sq_fail(ctx, SQ_ERR_NUMERIC,
-                         "svd: gesvdj did not converge on %lldx%lld %s (info %d, %d sweeps, residual %.3g)",
-                         (long long)M, (long long)K, sq_dtype_name(dt), hinfo, inf.gesvdj_sweeps,
-                         inf.gesvdj_residual);
-            goto done;
-        }
-        use_gesvd = hinfo > 0;
-    }
-    if (use_gesvd) {
-        int jacobi_failed = driver != SQ_CUDA_SVD_GESVD;
+    /* AUTO: gesvd first (the accurate one in float32, see sq_cuda_linalg.h), gesvdj
+     * when it does not converge */
+    if (use_gesvdj == 0) {
         CHECK(run_gesvd(ctx, h, &j));
         CHECK(sq_cuda_copy_d2h(ctx, &hinfo, j.dev_info, sizeof hinfo));
         if (hinfo == 0 && (fake_fail & SQ_CUDA_SVD_FAKE_GESVD_FAIL)) hinfo = 1;
         inf.used = SQ_CUDA_SVD_GESVD;
-        inf.fell_back = jacobi_failed;
         inf.gesvd_info = hinfo;
         if (hinfo < 0) {
             st = sq_fail(ctx, SQ_ERR_NUMERIC, "svd: gesvd rejected argument %d on %lldx%lld (cuSOLVER error)",
                          -hinfo, (long long)M, (long long)K);
             goto done;
         }
+        if (hinfo > 0 && driver == SQ_CUDA_SVD_GESVD) {
+            st = sq_fail(ctx, SQ_ERR_NUMERIC,
+                         "svd: gesvd did not converge on %lldx%lld %s (%d superdiagonals left)",
+                         (long long)M, (long long)K, sq_dtype_name(dt), hinfo);
+            goto done;
+        }
+        use_gesvdj = hinfo > 0;
+    }
+    if (use_gesvdj) {
+        int qr_failed = driver != SQ_CUDA_SVD_GESVDJ;
+        CHECK(run_gesvdj(ctx, h, &j, &inf.gesvdj_sweeps, &inf.gesvdj_residual));
+        CHECK(sq_cuda_copy_d2h(ctx, &hinfo, j.dev_info, sizeof hinfo));
+        if (hinfo == 0 && (fake_fail & SQ_CUDA_SVD_FAKE_GESVDJ_FAIL)) hinfo = (int)k + 1;
+        inf.used = SQ_CUDA_SVD_GESVDJ;
+        inf.fell_back = qr_failed;
+        inf.gesvdj_info = hinfo;
+        if (hinfo < 0) {
+            st = sq_fail(ctx, SQ_ERR_NUMERIC, "svd: gesvdj rejected argument %d on %lldx%lld (cuSOLVER error)",
+                         -hinfo, (long long)M, (long long)K);
+            goto done;
+        }
         if (hinfo > 0) {
             st = sq_fail(ctx, SQ_ERR_NUMERIC,
-                         "svd: %sgesvd did not converge on %lldx%lld %s (%d superdiagonals left)",
-                         jacobi_failed ? "gesvdj and " : "", (long long)M, (long long)K,
-                         sq_dtype_name(dt), hinfo);
+                         "svd: %sgesvdj did not converge on %lldx%lld %s (info %d, %d sweeps, residual %.3g)",
+                         qr_failed ? "gesvd and " : "", (long long)M, (long long)K, sq_dtype_name(dt),
+                         hinfo, inf.gesvdj_sweeps, inf.gesvdj_residual);
             goto done;
         }
     }
