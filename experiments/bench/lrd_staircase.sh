@@ -39,8 +39,10 @@ mkdir -p "$OUT"
 raw=$OUT/lrd_raw.txt
 : >"$raw"
 left() { echo $(( BUDGET - ($(date +%s) - T0) )); }
-# cap LIMIT by what is left minus RESERVE (s); at least 5
-cap() { local l=$(( $(left) - $2 )); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 5 ] && l=5; echo "$l"; }
+# cap LIMIT by what is left minus RESERVE, the seconds the later steps need at
+# BUDGET=440 (scaled with BUDGET: unscaled, a 200 s budget once left the SVD
+# test 5 s and the squeeze side 18 s); at least 5
+cap() { local l=$(( $(left) - $2 * BUDGET / 440 )); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 5 ] && l=5; echo "$l"; }
 
 echo "== device"
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,clocks.sm,clocks.max.sm \
