@@ -613,10 +613,14 @@ function lowrank.search(layer, opts)
   local function randp(shape, group)
     return core.randn(shape, { dtype = dt, device = dev, std = 0.1, requires_grad = freeze ~= group })
   end
+  -- GPU work is asynchronous: a timed step ends when the device is done,
+  -- not when the launches return (timing launches picked slow ranks on the H100)
+  local sync = (dev ~= "cpu" and core.cuda_synchronize) or nil
   local function step(y, ps)
     y:sum():backward()
     x:zero_grad()
     for _, p in ipairs(ps) do p:zero_grad() end
+    if sync then sync() end
   end
   local bias = core.zeros({ M }, { dtype = dt, device = dev, requires_grad = true })
   local function make(r)
