@@ -46,14 +46,28 @@ typedef struct {
  * Output bit-identical to sq_linear.  When W needs a gradient the node
  * saves x as a BSR (prune-and-pack of x viewed as (R,K), buffers charged to
  * SAVED) instead of x, and W (for dx) as sq_linear does.  stats may be NULL.
- * On failure *y is NULL and nothing stays allocated. */
+ * On failure *y is NULL and nothing stays allocated.
+ *
+ * On the GPU (x, W, b on cuda): the forward, dx and db are sq_linear's on
+ * the device (cuBLASLt with the bias in the epilogue; cuBLAS; a column-sum
+ * kernel); x is pruned and packed by the fused kernel of
+ * cuda/sq_cuda_actprune.h into a BSR of CUDA tensors of the CPU's sizes (so
+ * saved_bytes and the SAVED category are the CPU's to the byte); dW is the
+ * BSR tensor-core kernel, in TF32 when the context's TF32 flag is on (the
+ * precision the dense GEMMs then use too) and in 3xTF32 otherwise (about
+ * fp32-accurate).  Float32 and criterion l2 only: random and
+ * topk_unstructured (the controls) and float64 are SQ_ERR_DEVICE /
+ * SQ_ERR_DTYPE there.  compress_s on the GPU is the prune-and-pack's own GPU
+ * time: the stream is synchronised before and after it. */
 sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b,
                            const sq_actprune_cfg *cfg, sq_tensor **y, sq_actprune_stats *stats);
 
 /* Per-layer weight-gradient error of the method on one batch:
  * ‖dW − dŴ‖_F / ‖dW‖_F with dW = dyᵀ·x (dense GEMM) and dŴ = dyᵀ·x̂ (x
  * pruned and packed with cfg, BSR kernel).  x (...,K), dy (...,M) with the
- * same leading element count.  The random criterion draws from ctx->rng.
+ * same leading element count, on one device.  The random criterion draws
+ * from ctx->rng.  On the GPU (l2, float32): both dW on the device, in the
+ * precision the TF32 flag gives (see sq_linear_pruned), the norms on the host.
  * *rel: 0 when both are 0, +inf when only dW is 0.  Frees what it allocates. */
 sq_status sq_actprune_dw_error(sq_ctx *ctx, sq_tensor *x, sq_tensor *dy,
                                const sq_actprune_cfg *cfg, double *rel);

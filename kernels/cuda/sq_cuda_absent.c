@@ -6,6 +6,7 @@
  * them linkable without an #ifdef in every op. */
 #include "sq_cuda_kernels.h"
 #include "sq_cuda_linalg.h"
+#include "sq_cuda_actprune.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -378,5 +379,29 @@ const char *sq_cuda_svd_driver_name(sq_cuda_svd_driver d)
 sq_status sq_cuda_svd(sq_ctx *ctx, sq_dtype dt, int64_t M, int64_t K, const void *W, void *U, void *S, void *Vt, sq_cuda_svd_driver driver, int fake_fail, sq_cuda_svd_info *info)
 {
     if (info) memset(info, 0, sizeof *info);
+    return absent(ctx, __func__);
+}
+
+/* activation pruning (sq_cuda_actprune.h): what the engine's linear_pruned calls */
+sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0, int64_t s1,
+                                 double keep, sq_prune_scope scope)
+{
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_bsr_build_transpose(sq_ctx *ctx, sq_cuda_bsr *m)
+{
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_bsr_entries(sq_ctx *ctx, const sq_cuda_bsr *m, int64_t *entries)
+{
+    *entries = 0;
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy, int64_t M,
+                         const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits)
+{
     return absent(ctx, __func__);
 }

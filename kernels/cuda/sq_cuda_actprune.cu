@@ -569,17 +569,28 @@ extern "C" int64_t sq_cuda_bsr_bytes(const sq_cuda_bsr *m)
     return t;
 }
 
-static sq_status need_bsr(sq_ctx *ctx, const char *fn, const sq_cuda_bsr *m)
+/* need_t: 1 the transposed index must be there, 0 it may be absent (all
+ * three of its buffers NULL) or there */
+static sq_status need_bsr_t(sq_ctx *ctx, const char *fn, const sq_cuda_bsr *m, int need_t)
 {
     if (!m) return sq_fail(ctx, SQ_ERR_ARG, "%s: matrix is missing", fn);
-    if (!m->row_ptr || !m->col_ptr || (m->nnzb > 0 && (!m->col_idx || !m->values || !m->t_row || !m->t_blk)))
+    int has_t = m->col_ptr || m->t_row || m->t_blk;
+    if (!m->row_ptr || (m->nnzb > 0 && (!m->col_idx || !m->values)))
         return sq_fail(ctx, SQ_ERR_ARG, "%s: matrix buffers are not allocated (sq_cuda_bsr_alloc)", fn);
+    if ((need_t || has_t) && (!m->col_ptr || (m->nnzb > 0 && (!m->t_row || !m->t_blk))))
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: the transposed index (col_ptr, t_row, t_blk) is %s", fn,
+                       has_t ? "partly allocated" : "missing (sq_cuda_bsr_build_transpose)");
     if (m->b < 1 || m->nbr != cdiv(m->rows, m->b) || m->nbc != cdiv(m->cols, m->b) || m->nnzb < 0 ||
         m->nnzb > m->nbr * m->nbc)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: inconsistent BSR sizes (rows %lld, cols %lld, b %lld, "
                        "%lldx%lld blocks, nnzb %lld)", fn, (long long)m->rows, (long long)m->cols,
                        (long long)m->b, (long long)m->nbr, (long long)m->nbc, (long long)m->nnzb);
     return SQ_OK;
+}
+
+static sq_status need_bsr(sq_ctx *ctx, const char *fn, const sq_cuda_bsr *m)
+{
+    return need_bsr_t(ctx, fn, m, 1);
 }
 
 /* aligned carving of one workspace block */
@@ -595,7 +606,8 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
 {
     const char *fn = "bsr_prune_pack";
     SQ_CUDA_ENTER(ctx, fn);
-    SQ_TRY(need_bsr(ctx, fn, m));
+    SQ_TRY(need_bsr_t(ctx, fn, m, 0));
+    const int with_t = m->col_ptr != NULL; /* build the transposed index too */
     sq_cuda_bsr want;
     SQ_TRY(sq_cuda_bsr_shape(ctx, m->rows, m->cols, m->b, keep, scope, &want));
     if (want.nnzb != m->nnzb)
@@ -613,7 +625,7 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
     cudaStream_t s = cu->stream;
     if (nb == 0) { /* no blocks: empty row and column pointers */
         cudaMemsetAsync(m->row_ptr, 0, (size_t)(nbr + 1) * 8, s);
-        cudaMemsetAsync(m->col_ptr, 0, (size_t)(nbc + 1) * 8, s);
+        if (with_t) cudaMemsetAsync(m->col_ptr, 0, (size_t)(nbc + 1) * 8, s);
         return sq_cuda_launched(ctx, fn, "empty %lldx%lld", (long long)R, (long long)K);
     }
     const int bpt = SC_THREADS / (int)b;
@@ -662,8 +674,8 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
         st = sq_cuda_launched(ctx, "bsr_prune_pack/select_rows", "%lld x %lld blocks, keep %lld per row",
                               (long long)nbr, (long long)nbc, (long long)(m->nnzb / nbr));
     }
-    /* 3. transposed index */
-    if (st == SQ_OK) {
+    /* 3. transposed index (when the caller allocated it) */
+    if (st == SQ_OK && with_t) {
         k_col_count<<<(unsigned)nbc, COL_THREADS, 0, s>>>(colcnt, slotmap, nbr, nbc);
         k_exscan_ptr<<<1, 1024, 0, s>>>(m->col_ptr, colcnt, nbc);
         k_col_fill<<<(unsigned)nbc, COL_THREADS, 0, s>>>(m->t_row, m->t_blk, m->col_ptr, slotmap, nbr, nbc);
@@ -687,6 +699,86 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
     return st;
 }
 
+/* slotmap[i*nbc + col_idx[p]] = p for every stored block p of block row i
+ * (one CTA per block row; slotmap preset to -1): what the fused path's
+ * selection leaves behind, rebuilt from the BSR itself. */
+__global__ void k_slot_scatter(int *__restrict__ slotmap, const int64_t *__restrict__ row_ptr,
+                               const int32_t *__restrict__ col_idx, int64_t nbc)
+{
+    const int64_t i = blockIdx.x;
+    for (int64_t p = row_ptr[i] + threadIdx.x; p < row_ptr[i + 1]; p += blockDim.x)
+        slotmap[i * nbc + col_idx[p]] = (int)p;
+}
+
+extern "C" sq_status sq_cuda_bsr_build_transpose(sq_ctx *ctx, sq_cuda_bsr *m)
+{
+    const char *fn = "bsr_build_transpose";
+    SQ_CUDA_ENTER(ctx, fn);
+    SQ_TRY(need_bsr(ctx, fn, m));
+    const int64_t nbr = m->nbr, nbc = m->nbc, nb = nbr * nbc;
+    cudaStream_t s = ctx->cuda->stream;
+    if (nb == 0) {
+        cudaMemsetAsync(m->col_ptr, 0, (size_t)(nbc + 1) * 8, s);
+        return sq_cuda_launched(ctx, fn, "empty %lldx%lld", (long long)m->rows, (long long)m->cols);
+    }
+    size_t ws_bytes = (((size_t)nb * 4 + 255) & ~(size_t)255) + (size_t)nbc * 4;
+    void *ws = NULL;
+    SQ_TRY(sq_cuda_ws_alloc(ctx, ws_bytes, &ws));
+    char *wp = (char *)ws;
+    int *slotmap = (int *)carve(&wp, (size_t)nb * 4);
+    int *colcnt = (int *)carve(&wp, (size_t)nbc * 4);
+    cudaMemsetAsync(slotmap, 0xff, (size_t)nb * 4, s); /* -1: no block */
+    k_slot_scatter<<<(unsigned)nbr, 128, 0, s>>>(slotmap, m->row_ptr, m->col_idx, nbc);
+    k_col_count<<<(unsigned)nbc, COL_THREADS, 0, s>>>(colcnt, slotmap, nbr, nbc);
+    k_exscan_ptr<<<1, 1024, 0, s>>>(m->col_ptr, colcnt, nbc);
+    k_col_fill<<<(unsigned)nbc, COL_THREADS, 0, s>>>(m->t_row, m->t_blk, m->col_ptr, slotmap, nbr, nbc);
+    sq_status st = sq_cuda_launched(ctx, fn, "%lld x %lld blocks, %lld stored", (long long)nbr,
+                                    (long long)nbc, (long long)m->nnzb);
+    sq_cuda_ws_free(ctx, ws, ws_bytes);
+    return st;
+}
+
+/* *out += the real (unpadded) entries of the stored blocks of the rows
+ * this CTA takes: bh(i) * bw(col_idx[p]) summed in integers (exact, any order). */
+__global__ void k_entries(unsigned long long *out, const int64_t *__restrict__ row_ptr,
+                          const int32_t *__restrict__ col_idx, int64_t R, int64_t K, int b, int64_t nbr)
+{
+    __shared__ unsigned long long sh[32];
+    unsigned long long e = 0;
+    for (int64_t i = blockIdx.x; i < nbr; i += gridDim.x) {
+        int64_t bh = min((int64_t)b, R - i * b);
+        for (int64_t p = row_ptr[i] + threadIdx.x; p < row_ptr[i + 1]; p += blockDim.x)
+            e += (unsigned long long)(bh * min((int64_t)b, K - (int64_t)col_idx[p] * b));
+    }
+    e = sq_block_sum(e, sh);
+    if (threadIdx.x == 0 && e) atomicAdd(out, e);
+}
+
+extern "C" sq_status sq_cuda_bsr_entries(sq_ctx *ctx, const sq_cuda_bsr *m, int64_t *entries)
+{
+    const char *fn = "bsr_entries";
+    *entries = 0;
+    SQ_CUDA_ENTER(ctx, fn);
+    SQ_TRY(need_bsr_t(ctx, fn, m, 0));
+    const int64_t b = m->b;
+    if (m->nnzb == 0) return SQ_OK;
+    if (m->rows % b == 0 && m->cols % b == 0) { /* no padded block: nothing to read */
+        *entries = m->nnzb * b * b;
+        return SQ_OK;
+    }
+    unsigned long long *d = NULL, h = 0;
+    SQ_TRY(sq_cuda_ws_alloc(ctx, sizeof *d, (void **)&d));
+    cudaStream_t s = ctx->cuda->stream;
+    cudaMemsetAsync(d, 0, sizeof *d, s);
+    unsigned grid = (unsigned)(m->nbr < 1024 ? m->nbr : 1024);
+    k_entries<<<grid, 256, 0, s>>>(d, m->row_ptr, m->col_idx, m->rows, m->cols, (int)b, m->nbr);
+    sq_status st = sq_cuda_launched(ctx, fn, "%lld blocks", (long long)m->nnzb);
+    if (st == SQ_OK) st = sq_cuda_copy_d2h(ctx, &h, d, sizeof h);
+    sq_cuda_ws_free(ctx, d, sizeof *d);
+    if (st == SQ_OK) *entries = (int64_t)h;
+    return st;
+}
+
 /* x (R,K) <- m: one CTA per block row scatters its blocks (x zeroed first). */
 __global__ void k_to_dense(float *__restrict__ x, const int64_t *__restrict__ row_ptr,
                            const int32_t *__restrict__ col_idx, const float *__restrict__ values,
@@ -707,7 +799,7 @@ __global__ void k_to_dense(float *__restrict__ x, const int64_t *__restrict__ ro
 extern "C" sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_bsr *m)
 {
     SQ_CUDA_ENTER(ctx, "bsr_to_dense");
-    SQ_TRY(need_bsr(ctx, "bsr_to_dense", m));
+    SQ_TRY(need_bsr_t(ctx, "bsr_to_dense", m, 0));
     if (m->rows * m->cols == 0) return SQ_OK;
     if (!x) return sq_fail(ctx, SQ_ERR_ARG, "bsr_to_dense: output is missing");
     cudaStream_t s = ctx->cuda->stream;

@@ -51,8 +51,12 @@ extern "C" {
 
 #include "sq_bsr.h" /* sq_prune_scope: one definition for CPU and GPU */
 
-/* A float32 BSR matrix on the device, laid out as sq_bsr (see sq_bsr.h),
- * always with the transposed index. */
+/* A float32 BSR matrix on the device, laid out as sq_bsr (see sq_bsr.h).
+ * The transposed index (col_ptr, t_row, t_blk) is needed by sq_cuda_bsr_dw;
+ * prune-and-pack builds it when its buffers are there and skips it when all
+ * three are NULL (the engine's default: SAVED then holds only the minimal
+ * BSR, and backward rebuilds the index as workspace with
+ * sq_cuda_bsr_build_transpose). */
 typedef struct {
     int64_t rows, cols; /* true sizes (R,K) */
     int64_t b;          /* block edge */
@@ -83,13 +87,25 @@ void sq_cuda_bsr_free(sq_ctx *ctx, sq_cuda_bsr *m);
 int64_t sq_cuda_bsr_bytes(const sq_cuda_bsr *m);
 
 /* Fused prune-and-pack, criterion l2: m (shaped for x, keep and scope by
- * sq_cuda_bsr_shape, buffers caller-owned) <- the kept blocks of x.
+ * sq_cuda_bsr_shape, buffers caller-owned) <- the kept blocks of x, and the
+ * transposed index when m has its buffers (all three, or none).
  * x (R,K) float32 on the device with element strides s0 (rows), s1
  * (columns); s1 == 1 is the fast path (coalesced, 16-byte copies when x and
  * s0 allow).  Scratch (scores, flags: about 13 bytes per block) comes from
  * the cache as WORKSPACE and is released before returning. */
 sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
                                  int64_t s1, double keep, sq_prune_scope scope);
+
+/* m's transposed index (col_ptr, t_row, t_blk: caller-allocated) from its
+ * row_ptr and col_idx; the same index the fused prune-and-pack builds.
+ * Scratch (4 bytes per block of the grid) is WORKSPACE for the call. */
+sq_status sq_cuda_bsr_build_transpose(sq_ctx *ctx, sq_cuda_bsr *m);
+
+/* *entries = the real entries of m's stored blocks (padding of the last
+ * block row / column left out): what sq_bsr_dw_flops counts on the CPU.
+ * Without padded blocks it is nnzb*b*b and reads nothing; otherwise one
+ * small kernel and a wait for the stream (the count comes back to the host). */
+sq_status sq_cuda_bsr_entries(sq_ctx *ctx, const sq_cuda_bsr *m, int64_t *entries);
 
 /* Arithmetic of sq_cuda_bsr_dw. */
 typedef enum {
