@@ -11,6 +11,14 @@ FIG=${3:-results/reports/lrd_cpu_latency.png}
 T="$SQ table --results $R --sweep lrd --format markdown --precision 4"
 Q="$SQ query --results $R --format markdown"
 
+echo "### Headline (q = 1 and q = 8; none = both factors train, alternate_epoch = sequential freezing; means over 3 seeds)"
+echo
+$Q "select model, R, q, freezing, round(100 * avg(dense_acc), 2) as dense_acc_pct, round(100 * avg(final_acc), 2) as final_acc_pct,
+  round(avg(param_ratio), 3) as params, round(avg(train_speedup), 2) as train_x, round(avg(infer_speedup_b1), 2) as infer_x_b1,
+  round(avg(infer_speedup_b64), 2) as infer_x_b64, round(avg(infer_speedup_b256), 2) as infer_x_b256, count(*) as runs
+  from flat where sweep = 'lrd' and status = 'finished' and q in (1, 8) and freezing in ('none', 'alternate_epoch')
+  group by 1, 2, 3, 4 order by 1, 3, 2, 4 desc"
+echo
 echo "### Runs"
 echo
 $Q "select json_extract(config, '$.model') as model, status, count(*) as runs from runs where sweep = 'lrd' group by 1, 2"
@@ -76,7 +84,23 @@ echo "### Where a point's time goes (seconds, mean over runs)"
 echo
 $Q "select model, round(avg(\"time_s.data\"),2) as data, round(avg(\"time_s.dense\"),2) as dense, round(avg(\"time_s.decompose\"),2) as decompose, round(avg(\"time_s.eval0\"),2) as eval0, round(avg(\"time_s.train_bench\"),2) as train_bench, round(avg(\"time_s.finetune\"),2) as finetune, round(avg(\"time_s.infer_bench\"),2) as infer_bench, round(avg(ended - started),2) as wall from flat where status = 'finished' group by 1"
 echo
-# the figure: latency of the first hidden layer of the MLP vs rank, one line per quantum (seed 0, R = 4)
-$SQ plot --results "$R" --sweep lrd --metric latency_ms.layers.1 --group q --where model=mlp --where R=4 \
-  --title "MLP layers.1 (784->512, batch 128): fwd+bwd latency vs rank, R=4, one CPU core" -o "$FIG" >/dev/null
+echo "### Latency vs rank (sweep lrd_latency: every rank, quantum 1; fastest of 15 repeats)"
+echo
+echo "Dense layer, same timing (ms):"
+echo
+$Q "select layer, round(dense_latency_min_ms, 3) as dense_min_ms, round(dense_latency_ms, 3) as dense_median_ms from flat where sweep = 'lrd_latency' and status = 'finished' order by 1"
+echo
+echo "A rank's latency against the mean of its two neighbours' (< 1: faster than its neighbours), by the largest power of two (up to 64) dividing the rank:"
+echo
+$Q "with l as (select f.layer, m.step as r, m.value as v from metrics m join flat f on f.run_id = m.run_id where f.sweep = 'lrd_latency' and m.key = 'latency_min_ms'),
+  c as (select a.layer, a.r, a.v / ((b.v + d.v) / 2) as rel,
+    case when a.r % 64 = 0 then '64' when a.r % 32 = 0 then '32' when a.r % 16 = 0 then '16' when a.r % 8 = 0 then '8'
+         when a.r % 4 = 0 then '4' when a.r % 2 = 0 then '2' else 'odd' end as divisible_by
+    from l a join l b on b.layer = a.layer and b.r = a.r - 1 join l d on d.layer = a.layer and d.r = a.r + 1)
+  select layer, divisible_by, round(avg(rel), 3) as latency_vs_neighbours, round(min(rel), 3) as min, round(max(rel), 3) as max, count(*) as ranks
+  from c group by 1, 2 order by 1, case divisible_by when 'odd' then 1 when '2' then 2 when '4' then 3 when '8' then 4 when '16' then 5 when '32' then 6 else 7 end"
+echo
+# the figure: fwd+bwd latency of the factored MLP layers against the rank
+$SQ plot --results "$R" --sweep lrd_latency --metric latency_min_ms --group layer --where "layer!=resnet.blocks.3.conv2" \
+  --title "fwd+bwd latency of the factored MLP layer vs rank (x), batch 128, one core (fastest of 15)" -o "$FIG" >/dev/null
 echo "Figure: \`$FIG\`"
