@@ -16,7 +16,7 @@
 # what the build and tests left, less 20 s for the tables), RESULTS (the
 # results folder, default /tmp/actprune_gpu_results).
 #
-# Three edits are made to the copy of the tree this runs on (the device's
+# Four edits are made to the copy of the tree this runs on (the device's
 # throw-away copy; never committed here; the edited lines are printed):
 #   1. experiments/actprune.lua SIZES.full.epochs 10 -> $EPOCHS: the preset
 #      has no epochs key to override and 10 epochs x 3 points do not fit a
@@ -26,7 +26,15 @@
 #      / optim times are GPU times rather than the host's launch times;
 #   3. lua/squeeze/actprune.lua: the zero tensor dw_errors adds to a layer's
 #      output is made on that output's device (it was always made on the cpu,
-#      so `y + z` failed for a GPU model).
+#      so `y + z` failed for a GPU model);
+#   4. experiments/actprune.lua accuracy(): batches of 250 instead of 1000
+#      and a full Lua collection before each.  Without it the test-set pass
+#      ran out of GPU memory at full size on the H100 (80 GB): under no_grad
+#      there is no backward pass, so the Lua layer's device-pressure
+#      collections are young ones only (lua/l_common.c), and temporaries that
+#      outlive two of them pile up (79.7 GB held at the failure; one forward
+#      at batch 1000 makes ~1.2 GB per GELU alone).  Accuracy does not depend
+#      on the evaluation batch size.
 # Fashion-MNIST: read from /usr/share/datasets/fashion-mnist; when the
 # machine lacks it, copied there from .device-data/fashion-mnist (carried).
 set -uo pipefail
@@ -63,12 +71,15 @@ sed -i 's/^  local clock = sq.clock$/  local clock = dev == "cuda" and function(
     experiments/actprune.lua
 sed -i 's/local z = core.zeros(y:shape(), y:dtype()):requires_grad(true)/local z = core.zeros(y:shape(), { dtype = y:dtype(), device = y:device() }):requires_grad(true)/' \
     lua/squeeze/actprune.lua
+sed -i 's/^    for xb, yb in data.batches(ds, 1000, { device = dev }) do$/    for xb, yb in data.batches(ds, 250, { device = dev }) do collectgarbage()/' \
+    experiments/actprune.lua
 # (the device's copy has no .git: count the edited lines instead of diffing)
-edited=$(grep -n -e "test_n = 10000, epochs = $EPOCHS," -e 'sq.cuda.synchronize(); return sq.clock()' experiments/actprune.lua;
+edited=$(grep -n -e "test_n = 10000, epochs = $EPOCHS," -e 'sq.cuda.synchronize(); return sq.clock()' \
+              -e 'data.batches(ds, 250, { device = dev }) do collectgarbage()' experiments/actprune.lua;
          grep -n 'device = y:device()' lua/squeeze/actprune.lua)
 echo "$edited"
 n=$(printf '%s\n' "$edited" | grep -c .)
-[ "$n" = 3 ] || { echo "actprune_gpu.sh: expected 3 edited lines, got $n: the scripts changed; fix the sed lines"; exit 2; }
+[ "$n" = 4 ] || { echo "actprune_gpu.sh: expected 4 edited lines, got $n: the scripts changed; fix the sed lines"; exit 2; }
 
 R=${RESULTS:-/tmp/actprune_gpu_results}
 SWEEP_LIMIT=$(( BUDGET - ($(date +%s) - t0) - 20 ))
@@ -83,7 +94,7 @@ grep -E "^actprune:|^epoch" "$OUT/runs.log"
 T="$SQ table --results $R --sweep actprune --rows criterion,block --cols keep --status finished"
 {
     echo "Device: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1); date: $(date -u +%Y-%m-%dT%H:%M:%SZ); commit: $COMMIT."
-    echo "Command: \`$CMD\` (SIZES.full.epochs = $EPOCHS, clock synchronised, dw_errors on the output's device: see experiments/bench/actprune_gpu.sh)."
+    echo "Command: \`$CMD\` (SIZES.full.epochs = $EPOCHS, clock synchronised, dw_errors on the output's device, test pass in batches of 250 with a collection before each: see experiments/bench/actprune_gpu.sh)."
     echo
     echo "**All metrics, one row per run** (times: ms per training step, mean over the epoch; bytes: one probe step at batch 128)"
     echo
