@@ -12,32 +12,42 @@ sq_ctx *sq_lua_ctx(lua_State *L)
     return ctx;
 }
 
+/* Lua's collector sees a tensor userdata as a few bytes, not the megabytes
+ * behind it, so dead tensors would pile up between collections (a CPU
+ * worker reached 7 GB).  Collections are paced by the bytes the engine has
+ * allocated on any device since the last one. */
+static int64_t allocated_total(const sq_mem *m)
+{
+    int64_t n = 0;
+    for (int d = 0; d < SQ_NDEVICE; d++) n += m->allocated[d];
+    return n;
+}
+
 void sq_lua_device_gc(lua_State *L, int when)
 {
     sq_lua_state *s = (sq_lua_state *)sq_lua_ctx(L);
     const sq_mem *m = &s->ctx.mem;
     const int64_t budget = (int64_t)128 << 20, gib = (int64_t)1 << 30;
-    int64_t since = m->allocated[SQ_CUDA] - s->gc_mark;
-    if (since <= 0) return; /* nothing allocated on the GPU since: includes CPU-only runs */
+    int64_t now = allocated_total(m), since = now - s->gc_mark;
+    if (since <= 0) return; /* nothing allocated since the last collection */
     if (when == SQ_LUA_GC_PRESSURE && since < budget) return;
     if (!s->gc_generational) {
         lua_gc(L, LUA_GCGEN, 0, 0); /* enters with a full collection */
         s->gc_generational = 1;
-        s->gc_full_mark = m->allocated[SQ_CUDA];
+        s->gc_full_mark = now;
     } else {
         lua_gc(L, LUA_GCSTEP, 0); /* a young collection in generational mode */
     }
     /* A tensor alive across two young collections (a layer's input during
      * its forward, say) is old when it dies, and only a full collection
-     * finds it: one after every backward pass that followed 1 GiB of GPU
+     * finds it: one after every backward pass that followed 1 GiB of
      * allocation (every step of a large model, ~50 us against tens of ms),
      * and at least every 64 backward passes. */
-    if (when == SQ_LUA_GC_AFTER_BACKWARD &&
-        (++s->gc_backwards % 64 == 0 || m->allocated[SQ_CUDA] - s->gc_full_mark > gib)) {
+    if (when == SQ_LUA_GC_AFTER_BACKWARD && (++s->gc_backwards % 64 == 0 || now - s->gc_full_mark > gib)) {
         lua_gc(L, LUA_GCCOLLECT);
-        s->gc_full_mark = m->allocated[SQ_CUDA];
+        s->gc_full_mark = now;
     }
-    s->gc_mark = m->allocated[SQ_CUDA];
+    s->gc_mark = now;
 }
 
 sq_tensor *sq_lua_check_tensor(lua_State *L, int arg)
@@ -58,7 +68,7 @@ void sq_lua_push_tensor(lua_State *L, sq_tensor *t)
 {
     /* The userdata starts empty (t = NULL) so that its __gc is harmless
      * whatever happens before the tensor is stored into it. */
-    if (t && t->storage->device == SQ_CUDA) sq_lua_device_gc(L, SQ_LUA_GC_PRESSURE);
+    if (t) sq_lua_device_gc(L, SQ_LUA_GC_PRESSURE);
     sq_lua_tensor *ud = lua_newuserdatauv(L, sizeof *ud, 0);
     ud->t = NULL;
     luaL_setmetatable(L, SQ_LUA_TENSOR_MT);
