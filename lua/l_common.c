@@ -31,22 +31,24 @@ void sq_lua_device_gc(lua_State *L, int when)
     int64_t now = allocated_total(m), since = now - s->gc_mark;
     if (since <= 0) return; /* nothing allocated since the last collection */
     if (when == SQ_LUA_GC_PRESSURE && since < budget) return;
+    /* A tensor alive across two young collections (a layer's input during
+     * its forward, say) is old when it dies, and only a full collection
+     * finds it: one whenever 1 GiB has been allocated since the last (also
+     * under no_grad, where no backward pass comes: evaluating a large model
+     * ran the GPU out of memory on old dead activations), and after at
+     * least every 64th backward pass.  A full collection costs ~50 us. */
+    int full = now - s->gc_full_mark > gib ||
+               (when == SQ_LUA_GC_AFTER_BACKWARD && ++s->gc_backwards % 64 == 0);
     if (!s->gc_generational) {
         lua_gc(L, LUA_GCGEN, 0, 0); /* enters with a full collection */
         s->gc_generational = 1;
-        s->gc_full_mark = now;
+        full = 1;
+    } else if (full) {
+        lua_gc(L, LUA_GCCOLLECT);
     } else {
         lua_gc(L, LUA_GCSTEP, 0); /* a young collection in generational mode */
     }
-    /* A tensor alive across two young collections (a layer's input during
-     * its forward, say) is old when it dies, and only a full collection
-     * finds it: one after every backward pass that followed 1 GiB of
-     * allocation (every step of a large model, ~50 us against tens of ms),
-     * and at least every 64 backward passes. */
-    if (when == SQ_LUA_GC_AFTER_BACKWARD && (++s->gc_backwards % 64 == 0 || now - s->gc_full_mark > gib)) {
-        lua_gc(L, LUA_GCCOLLECT);
-        s->gc_full_mark = now;
-    }
+    if (full) s->gc_full_mark = now;
     s->gc_mark = now;
 }
 
