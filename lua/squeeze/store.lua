@@ -223,9 +223,11 @@ function M.put_provenance(db, rec)
   local extra = rec.extra_untracked and json.encode({ untracked = rec.extra_untracked }) or nil
   content.extra = extra
   local id = json.fnv1a64(json.encode(content))
+  -- explicit positions: a nil (no git, no GPU) must stay a NULL in its own
+  -- column, not shift the values after it (params[#params + 1] = nil is a no-op)
   local params = { id, M.now() }
-  for _, c in ipairs(PROV_COLS) do params[#params + 1] = rec[c] end
-  params[#params + 1] = extra
+  for i, c in ipairs(PROV_COLS) do params[2 + i] = rec[c] end
+  params[3 + #PROV_COLS] = extra
   db:run("INSERT OR IGNORE INTO provenance(id, created, " .. table.concat(PROV_COLS, ", ")
          .. ", extra) VALUES(?, ?" .. string.rep(", ?", #PROV_COLS) .. ", ?)", params)
   return id
