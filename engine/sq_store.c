@@ -200,8 +200,21 @@ sq_status sq_store_open(sq_ctx *ctx, const char *path, int flags, int busy_ms, s
             goto done;
         }
     } else {
-        SQ_CHECK(sq_store_exec(ctx, s, (flags & SQ_STORE_SHARD) ? "PRAGMA journal_mode=DELETE"
-                                                                : "PRAGMA journal_mode=WAL"));
+        /* Switching a new file to WAL takes an exclusive lock and SQLite
+         * answers SQLITE_BUSY at once, without the busy handler, when other
+         * openers race it (seen on a 16-core machine): retry within the
+         * busy timeout. */
+        const char *jm = (flags & SQ_STORE_SHARD) ? "PRAGMA journal_mode=DELETE" : "PRAGMA journal_mode=WAL";
+        int waited = 0;
+        while (sqlite3_exec(s->db, jm, NULL, NULL, NULL) != SQLITE_OK) {
+            int rc = sqlite3_errcode(s->db);
+            if ((rc != SQLITE_BUSY && rc != SQLITE_LOCKED) || waited >= (busy_ms > 0 ? busy_ms : 0)) {
+                st = db_fail(ctx, s->db, jm);
+                goto done;
+            }
+            sqlite3_sleep(10);
+            waited += 10;
+        }
         SQ_CHECK(sq_store_exec(ctx, s, "PRAGMA synchronous=NORMAL"));
         SQ_CHECK(ensure_schema(ctx, s));
     }
