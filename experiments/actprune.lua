@@ -18,7 +18,8 @@
 -- Per seed: l2 4 blocks x 5 keeps + random 4 x 4 + topk_unstructured 4 keeps
 -- = 40 pruned points, + 1 dense = 41; x 3 seeds = 123 points.
 --
--- The size presets (SIZES below) fix the model and the training setting;
+-- The size presets (SIZES below) fix the model and the training setting
+-- (epochs = 0 takes the preset's number of epochs, epochs = N overrides it);
 -- each run records them as tags and summary metrics, and the submission
 -- keeps a copy of this script in the results database.
 --   small (CPU default): ResMLP patch 7 (16 tokens), dim 64, depth 2,
@@ -58,29 +59,23 @@ local nn, optim, data = sq.nn, sq.optim, sq.data
 
 local SIZES = {
   small = { patch = 7, dim = 64, depth = 2, expansion = 4, train_n = 10000, test_n = 10000, epochs = 2,
-            batch = 64, lr = 3e-3, weight_decay = 0.05, device = "cpu", probe_batch = 64, dw_batch = 256 },
+            batch = 64, lr = 3e-3, weight_decay = 0.05, device = "cpu", probe_batch = 64, dw_batch = 256,
+            eval_batch = 1000 },
   full = { patch = 2, dim = 384, depth = 12, expansion = 4, train_n = 60000, test_n = 10000, epochs = 10,
-           batch = 128, lr = 1e-3, weight_decay = 0.05, device = "cuda", probe_batch = 128, dw_batch = 128 },
+           batch = 128, lr = 1e-3, weight_decay = 0.05, device = "cuda", probe_batch = 128, dw_batch = 128,
+           eval_batch = 250 },
 }
 
--- Moves every parameter of model to dev (new tensors registered in place).
-local function to_device(model, dev)
-  if dev == "cpu" then return end
-  for _, e in ipairs(model:named_modules()) do
-    local m = e.module
-    for _, p in ipairs(m._params) do
-      local t = p.param:detach():to(dev):set_category("param"):requires_grad(true)
-      p.param = t
-      m[p.name] = t
-    end
-  end
-end
-
-local function accuracy(model, ds, dev)
+-- eval_batch: test images per forward; on the GPU small batches and a full
+-- collection before each (a no_grad pass has no backward to trigger the
+-- device-pressure collections, and dead temporaries of full-size batches of
+-- 1000 ran an H100 out of memory: experiments/bench/actprune_gpu.sh).
+local function accuracy(model, ds, dev, eval_batch)
   return sq.no_grad(function()
     model:eval()
     local correct = 0
-    for xb, yb in data.batches(ds, 1000, { device = dev }) do
+    for xb, yb in data.batches(ds, eval_batch, { device = dev }) do
+      if dev ~= "cpu" then collectgarbage() end
       local pred, truth = model:forward(xb):argmax(-1):cpu():tolist(), yb:cpu():tolist()
       for i = 1, #pred do
         if pred[i] == truth[i] then correct = correct + 1 end
@@ -97,8 +92,10 @@ local function subset(ds, n)
 end
 
 local function run(cfg, run)
-  local S = SIZES[cfg.size]
-  if not S then error(("actprune: size must be \"small\" or \"full\", got %q"):format(cfg.size)) end
+  local S = {}
+  for k, v in pairs(SIZES[cfg.size] or error(("actprune: size must be \"small\" or \"full\", got %q")
+    :format(cfg.size))) do S[k] = v end
+  if cfg.epochs > 0 then S.epochs = cfg.epochs end
   sq.set_num_threads(cfg.threads)
   local dev = S.device
   -- pixels standardised with the training set's mean and std
@@ -116,7 +113,7 @@ local function run(cfg, run)
   local base_bytes = mem().current.total -- the dataset (on the GPU: the probe batches): left out of the peaks
 
   local model = nn.ResMLP { image = 28, patch = S.patch, dim = S.dim, depth = S.depth, expansion = S.expansion }
-  to_device(model, dev)
+  model:to(dev)
   local pruned = cfg.criterion ~= "dense"
   local report = {}
   if pruned then
@@ -143,7 +140,8 @@ local function run(cfg, run)
   local opt = optim.AdamW(model:parameters(), { lr = S.lr, weight_decay = S.weight_decay })
   local lr_at = optim.warmup_cosine { base_lr = S.lr, warmup = steps_per_epoch // 2,
                                       total = S.epochs * steps_per_epoch }
-  local clock = sq.clock
+  -- on the GPU each reading waits for the device: phases are GPU times, not launch times
+  local clock = dev == "cuda" and function() sq.cuda.synchronize(); return sq.clock() end or sq.clock
   local step, acc, t_train = 0, 0, clock()
   for epoch = 1, S.epochs do
     local tf, tc, tb, to, nsteps, loss_sum, seen = 0, 0, 0, 0, 0, 0, 0
@@ -170,7 +168,7 @@ local function run(cfg, run)
       collectgarbage() -- dropped activations go now, not when Lua's collector gets to them (same for all points)
     end
     local epoch_peak_saved = mem().peak.saved
-    acc = accuracy(model, te, dev)
+    acc = accuracy(model, te, dev, S.eval_batch)
     local ms = 1000 / nsteps
     run:log({ test_acc = acc, train_loss = loss_sum / seen, epoch_peak_saved_bytes = epoch_peak_saved,
               t_forward_ms = tf * ms, t_compress_ms = tc * ms, t_backward_ms = tb * ms, t_optim_ms = to * ms,
@@ -245,7 +243,7 @@ local KEEPS = { 1, 0.75, 0.5, 0.3, 0.1 }
 return experiment {
   name = "actprune",
   config = { size = "small", block = 32, keep = 0.5, criterion = "l2", scope = "tensor",
-             layers = "token_mix,fc1,fc2", seed = 0, threads = 1 },
+             layers = "token_mix,fc1,fc2", epochs = 0, seed = 0, threads = 1 },
   sweep = sweep.concat {
     sweep.grid { criterion = { "l2", "random", "topk_unstructured" }, block = { 8, 16, 32, 64 }, keep = KEEPS,
                  seed = { 0, 1, 2 } },

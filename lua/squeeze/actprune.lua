@@ -119,7 +119,7 @@ end
 -- through y + z, z a zero leaf, so that z's gradient after backward is dy.
 function ActPruneLinear:_capture_forward(x, cap)
   local y = core.linear(x, self.weight, self.bias)
-  local z = core.zeros(y:shape(), y:dtype()):requires_grad(true)
+  local z = core.zeros_like(y):requires_grad(true) -- on y's device and of its dtype
   cap.x, cap.z = x:detach(), z
   return y + z
 end
