@@ -274,4 +274,25 @@ T.test("events time GPU work", function()
   T.check(type(ms) == "number" and ms > 0, tostring(ms))
 end)
 
+T.test("under no_grad, dead activations are collected: 64 x 256 MiB chains keep live memory bounded", function()
+  -- no backward pass comes under no_grad, so collection must be paced by
+  -- allocation alone; old dead tensors need full collections (a full-size
+  -- evaluation once held 79.7 GB of garbage)
+  collectgarbage()
+  local base = sq.memory().cuda.current.total
+  local x = sq.randn({ 4096, 4096 }, { device = "cuda" })   -- 64 MiB
+  local w = sq.randn({ 4096, 4096 }, { device = "cuda" })
+  local peak = 0
+  sq.no_grad(function()
+    for i = 1, 64 do
+      local h = x
+      for _ = 1, 4 do h = h:matmul(w):scale_shift(1e-3) end  -- 4 links, 2 tensors each
+      peak = math.max(peak, sq.memory().cuda.current.total - base)
+    end
+  end)
+  -- 64 x 8 x 64 MiB = 32 GiB allocated in all; live memory must stay near the
+  -- collection budget (1 GiB between full collections) plus the working set
+  T.check(peak < 4 * 2 ^ 30, ("live GPU memory reached %.1f GiB"):format(peak / 2 ^ 30))
+end)
+
 os.exit(T.finish() == 0 and 0 or 1, true)
