@@ -47,6 +47,8 @@ sq_status sq_reshape(sq_ctx *ctx, sq_tensor *t, int ndim, const int64_t *shape, 
         } else if (sh[i] < 0) {
             return sq_fail(ctx, SQ_ERR_ARG, "reshape: negative size %lld", (long long)sh[i]);
         } else {
+            if (sh[i] > 0 && known > INT64_MAX / sh[i])
+                return sq_fail(ctx, SQ_ERR_ARG, "reshape: the new shape has more than 2^63 elements");
             known *= sh[i];
         }
     }

@@ -54,6 +54,7 @@ sq_status sq_ag_attach(sq_ctx *ctx, sq_tensor *out, const char *name, sq_backwar
 void sq_node_save(sq_node *node, sq_tensor *t)
 {
     if (node->n_saved >= SQ_NODE_MAX_SAVED) return; /* programming error; ops save <= 4 */
+    node->saved_version[node->n_saved] = t ? t->storage->version : 0;
     node->saved[node->n_saved++] = t;
     if (t) {
         sq_tensor_retain(t);
@@ -87,6 +88,7 @@ void sq_node_replace_saved(sq_node *node, int i, sq_tensor *t)
     }
     drop_saved_tensor(node->saved[i]);
     node->saved[i] = t;
+    node->saved_version[i] = t ? t->storage->version : 0;
 }
 
 void sq_node_set_extra(sq_ctx *ctx, sq_node *node, void *extra, void (*free_extra)(void *),
@@ -342,6 +344,15 @@ sq_status sq_backward(sq_ctx *ctx, sq_tensor *root, sq_tensor *grad)
             break;
         }
         if (n->gacc) {
+            /* a saved tensor written in place since it was saved would give
+             * silently wrong gradients: refuse, naming the op */
+            for (int i = 0; i < n->n_saved && st == SQ_OK; i++)
+                if (n->saved[i] && n->saved[i]->storage->version != n->saved_version[i])
+                    st = sq_fail(ctx, SQ_ERR_STATE,
+                                 "backward: a tensor saved by '%s' was modified in place after it was "
+                                 "saved (fill_, copy_, set, add_ ...); clone it before modifying it",
+                                 n->name);
+            if (st != SQ_OK) break;
             st = n->backward(ctx, n, n->gacc, gin);
             if (st != SQ_OK) {
                 char msg[sizeof ctx->err];

@@ -37,6 +37,7 @@ struct sq_node {
     sq_tensor *in_leaf[SQ_NODE_MAX_IN]; /* owned ref: leaf accumulating .grad */
     int n_saved;
     sq_tensor *saved[SQ_NODE_MAX_SAVED]; /* owned refs; NULL once freed */
+    int64_t saved_version[SQ_NODE_MAX_SAVED]; /* storage version when saved */
     int64_t iarg[8];                  /* op parameters */
     double darg[4];
     void *extra;                      /* op-owned state, freed by free_extra */

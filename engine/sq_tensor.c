@@ -152,7 +152,7 @@ sq_status sq_tensor_zeros_dev(sq_ctx *ctx, sq_device dev, sq_dtype dt, int ndim,
     SQ_TRY(sq_tensor_empty_dev(ctx, dev, dt, ndim, shape, SQ_MEM_OTHER, out));
     sq_storage *s = (*out)->storage;
     if (dev == SQ_CPU) {
-        memset(s->data, 0, s->nbytes);
+        if (s->nbytes) memset(s->data, 0, s->nbytes); /* data is NULL when empty */
         return SQ_OK;
     }
     sq_status st = sq_tensor_fill_(ctx, *out, 0.0);
@@ -330,6 +330,7 @@ double sq_tensor_get_flat(const sq_tensor *t, int64_t i)
 
 void sq_tensor_set_flat(sq_tensor *t, int64_t i, double v)
 {
+    t->storage->version++;
     store_at(t->storage->data, t->dtype, flat_to_offset(t, i), v);
 }
 
@@ -392,6 +393,7 @@ done:
 /* Walks every element of two same-numel views in row-major order of each. */
 sq_status sq_tensor_copy_(sq_ctx *ctx, sq_tensor *dst, const sq_tensor *src)
 {
+    dst->storage->version++;
     int64_t n = sq_tensor_numel(dst);
     if (n != sq_tensor_numel(src)) {
         char a[64], b[64];
@@ -508,6 +510,7 @@ static sq_status fill_cuda(sq_ctx *ctx, sq_tensor *t, double v, int64_t n)
 
 sq_status sq_tensor_fill_(sq_ctx *ctx, sq_tensor *t, double v)
 {
+    t->storage->version++;
     int64_t n = sq_tensor_numel(t);
     if (sq_tensor_device(t) == SQ_CUDA) return fill_cuda(ctx, t, v, n);
     if (sq_tensor_is_contiguous(t)) {
@@ -536,8 +539,11 @@ sq_status sq_view_raw(sq_ctx *ctx, sq_tensor *t, int ndim, const int64_t *shape,
     for (int i = 0; i < ndim; i++) {
         if (shape[i] < 0 || stride[i] < 0)
             return sq_fail(ctx, SQ_ERR_ARG, "view: negative size or stride in dim %d", i);
-        n *= shape[i];
-        if (shape[i] > 0) hi += (shape[i] - 1) * stride[i];
+        int64_t reach;
+        if (__builtin_mul_overflow(n, shape[i], &n) ||
+            (shape[i] > 0 && (__builtin_mul_overflow(shape[i] - 1, stride[i], &reach) ||
+                              __builtin_add_overflow(hi, reach, &hi))))
+            return sq_fail(ctx, SQ_ERR_ARG, "view: size or extent overflows in dim %d", i);
     }
     int64_t cap = (int64_t)(t->storage->nbytes / sq_dtype_size(t->dtype));
     if (n > 0 && (offset < 0 || hi >= cap))

@@ -15,6 +15,8 @@
 typedef struct sq_storage {
     int refcount;
     int saved_refs;      /* >0 while autograd nodes hold it: counted as SAVED */
+    int64_t version;     /* bumped by every in-place write (fill_, copy_, set_flat):
+                            backward refuses a saved tensor written since it was saved */
     sq_ctx *ctx;
     sq_device device;
     sq_mem_cat cat;      /* category charged while saved_refs == 0 */

@@ -256,6 +256,39 @@ TEST(rng_is_seeded)
     CHECK(sq_rng_next(&a.rng) != sq_rng_next(&b.rng));
 }
 
+TEST(in_place_write_to_saved_tensor_is_refused)
+{
+    sq_ctx ctx;
+    sq_ctx_init(&ctx, 10);
+    int64_t sh[1] = {2};
+    sq_tensor *x, *y, *l;
+    CHECK_OK(&ctx, sq_tensor_randn(&ctx, SQ_F64, 1, sh, 0, 1, &x));
+    x->requires_grad = 1;
+    CHECK_OK(&ctx, sq_unary(&ctx, SQ_UN_EXP, x, &y)); /* saves its output */
+    CHECK_OK(&ctx, sq_sum(&ctx, y, SQ_ALL_DIMS, 0, &l));
+    CHECK_OK(&ctx, sq_tensor_fill_(&ctx, y, 0.0));    /* would zero the gradient silently */
+    CHECK_FAIL(&ctx, SQ_ERR_STATE, "modified in place", sq_backward(&ctx, l, NULL));
+    CHECK(x->grad == NULL);
+    sq_tensor_release(l);
+    sq_tensor_release(y);
+    sq_tensor_release(x);
+    CHECK(ctx.mem.total_cur[SQ_CPU] == 0);
+}
+
+TEST(shapes_that_overflow_are_rejected)
+{
+    sq_ctx ctx;
+    sq_ctx_init(&ctx, 11);
+    int64_t z[1] = {0}, big[2] = {(int64_t)1 << 32, (int64_t)1 << 32};
+    sq_tensor *e, *v = NULL;
+    CHECK_OK(&ctx, sq_tensor_zeros(&ctx, SQ_F32, 1, z, &e)); /* empty: no data pointer */
+    CHECK_FAIL(&ctx, SQ_ERR_ARG, "2^63", sq_reshape(&ctx, e, 2, big, &v));
+    int64_t st[2] = {1, 1};
+    CHECK_FAIL(&ctx, SQ_ERR_ARG, "overflows", sq_view_raw(&ctx, e, 2, big, st, 0, &v));
+    CHECK(v == NULL);
+    sq_tensor_release(e);
+}
+
 SQ_TEST_MAIN_BEGIN
 RUN(linear_gradcheck);
 RUN(matmul_gradcheck_2d_batched_shared);
@@ -267,4 +300,6 @@ RUN(views_share_storage_and_strides);
 RUN(memory_accounting_by_category);
 RUN(frozen_weight_skips_its_gemm);
 RUN(rng_is_seeded);
+RUN(in_place_write_to_saved_tensor_is_refused);
+RUN(shapes_that_overflow_are_rejected);
 SQ_TEST_MAIN_END
