@@ -33,8 +33,9 @@ function M.config()
   end
   local text = store.capture("scontrol show config")
   if not text or text == "" then
-    return nil, "`scontrol show config` failed: is slurmctld reachable (SLURM_CONF="
-                .. tostring(os.getenv("SLURM_CONF")) .. ")?"
+    local conf = os.getenv("SLURM_CONF")
+    return nil, "`scontrol show config` failed: is slurmctld reachable? ("
+                .. (conf and ("SLURM_CONF=" .. conf) or "SLURM_CONF is not set: the default slurm.conf is used") .. ")"
   end
   local cfg = {}
   for line in text:gmatch("[^\n]+") do
