@@ -196,6 +196,10 @@ static int cmd_run(lua_State *L, int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (access(argv[2], R_OK) != 0) { /* a plain message, not a Lua traceback */
+        fprintf(stderr, "squeeze run: script '%s' not found or not readable\n", argv[2]);
+        return 2;
+    }
     lua_pushcfunction(L, run_script);
     push_argv(L, argc, argv, 3);
     lua_pushstring(L, argv[2]);

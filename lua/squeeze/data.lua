@@ -30,13 +30,23 @@ end
 
 -- ---- Fashion-MNIST ---------------------------------------------------------------
 
--- data.fashion_mnist{split = "train" | "test", dir =, flatten = true, mean =, std =}
+-- data.fashion_mnist{split = "train" | "test", dir =, flatten = true, mean =, std =, n =}
 --   -> {x = images, y = labels, n = count, split = split}
+-- n keeps the first n examples (a fixed subset, the same on every run).
 function data.fashion_mnist(o)
   o = opts_table(o, "data.fashion_mnist", 1)
-  check_keys(o, { split = true, dir = true, flatten = true, mean = true, std = true }, "data.fashion_mnist")
+  check_keys(o, { split = true, dir = true, flatten = true, mean = true, std = true, n = true },
+             "data.fashion_mnist")
   local split = o.split or "train"
   local x, y = core.fashion_mnist(split, { dir = o.dir, flatten = o.flatten, mean = o.mean, std = o.std })
+  local total = y:numel()
+  if o.n ~= nil then
+    if math.type(o.n) ~= "integer" or o.n < 1 or o.n > total then
+      error(("data.fashion_mnist: n must be an integer in 1..%d (the %s split), got %s"):format(
+        total, split, tostring(o.n)), 2)
+    end
+    x, y = x:narrow(1, 1, o.n):contiguous(), y:narrow(1, 1, o.n):contiguous()
+  end
   return { x = x, y = y, n = y:numel(), split = split }
 end
 

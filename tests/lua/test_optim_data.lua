@@ -254,6 +254,12 @@ T.test("fashion_mnist: real files when installed, clear error when not", functio
   T.eq(table.concat(img:shape(), "x"), "10000x1x28x28")
   T.near(img:get(1, 1, 1, 1), -1, 1e-6) -- a zero pixel -> (0 - 0.5) / 0.5
   T.raises(function() core.fashion_mnist("test", { std = 1 }) end, "options 'mean' and 'std' must both be numbers")
+  local sub = data.fashion_mnist { split = "test", n = 100 }  -- the first 100, always the same
+  T.eq(sub.n, 100)
+  T.eq(table.concat(sub.x:shape(), "x"), "100x784")
+  T.eq(sub.y:get(1), ds.y:get(1))
+  T.eq(sub.x:get(100, 400), ds.x:get(100, 400))
+  T.raises(function() data.fashion_mnist { split = "test", n = 10001 } end, "n must be an integer in 1..10000")
 end)
 
 -- ---- text corpora -------------------------------------------------------------------
