@@ -523,10 +523,58 @@ static void sb_quoted(strbuf *b, const char *s, char q) {
 static const char *const FLAT_FIXED[] = {"run_id", "sweep", "status", "attempt",
                                          "started", "ended", "host"};
 
+/* SQLite identifiers are case-insensitive: "LR" and "lr" are one column
+ * name, and a clash is silently renamed to "lr:1" -- so compare that way. */
 static int is_fixed(const char *k) {
     for (size_t i = 0; i < sizeof FLAT_FIXED / sizeof FLAT_FIXED[0]; i++)
-        if (strcmp(k, FLAT_FIXED[i]) == 0) return 1;
+        if (sqlite3_stricmp(k, FLAT_FIXED[i]) == 0) return 1;
     return 0;
+}
+
+/* Column names already used in the view being built. */
+typedef struct { char **v; size_t n, cap; } name_set;
+
+static int name_taken(const name_set *ns, const char *k) {
+    for (size_t i = 0; i < ns->n; i++)
+        if (sqlite3_stricmp(ns->v[i], k) == 0) return 1;
+    return 0;
+}
+
+static int name_add(name_set *ns, const char *k) {
+    if (ns->n == ns->cap) {
+        size_t nc = ns->cap ? 2 * ns->cap : 32;
+        char **nv = realloc(ns->v, nc * sizeof *nv);
+        if (!nv) return 0;
+        ns->v = nv;
+        ns->cap = nc;
+    }
+    char *c = strdup(k);
+    if (!c) return 0;
+    ns->v[ns->n++] = c;
+    return 1;
+}
+
+/* Appends base as a quoted column name, made unique case-insensitively with
+ * "#2", "#3", ... (deterministic, since keys come in a fixed order). */
+static void emit_unique(strbuf *b, name_set *ns, const char *base) {
+    strbuf name = {0};
+    sb_str(&name, base);
+    for (int i = 2; !name.oom && name_taken(ns, name.buf); i++) {
+        free(name.buf);
+        name = (strbuf){0};
+        char suffix[16];
+        snprintf(suffix, sizeof suffix, "#%d", i);
+        sb_str(&name, base);
+        sb_str(&name, suffix);
+    }
+    if (name.oom || !name_add(ns, name.buf)) b->oom = 1;
+    else sb_quoted(b, name.buf, '"');
+    free(name.buf);
+}
+
+static void name_set_free(name_set *ns) {
+    for (size_t i = 0; i < ns->n; i++) free(ns->v[i]);
+    free(ns->v);
 }
 
 sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
@@ -534,6 +582,7 @@ sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
     sq_status st = SQ_OK;
     strbuf b = {0};
     sqlite3_stmt *q = NULL;
+    name_set names = {0};
     /* Keys are read inside the write transaction so the view matches them. */
     int outer = !sq_store_in_transaction(s);
     if (outer) SQ_TRY(sq_store_exec(ctx, s, "BEGIN IMMEDIATE"));
@@ -541,7 +590,7 @@ sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
                " r.sweep AS sweep, r.status AS status, r.attempt AS attempt,"
                " r.started AS started, r.ended AS ended, r.host AS host");
     /* params first; a param named like a fixed column becomes "param.<key>" */
-    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT key FROM params ORDER BY key", -1, &q, NULL) !=
+    if (sqlite3_prepare_v2(s->db, "SELECT DISTINCT key FROM params ORDER BY lower(key), key DESC", -1, &q, NULL) !=
         SQLITE_OK) {
         st = db_fail(ctx, s->db, "flat view");
         goto done;
@@ -552,14 +601,14 @@ sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
         sb_str(&b, ", (SELECT p.value FROM params p WHERE p.run_id = r.id AND p.key = ");
         sb_quoted(&b, k, '\'');
         sb_str(&b, ") AS ");
-        if (is_fixed(k)) {
+        if (is_fixed(k) || name_taken(&names, k)) {
             strbuf name = {0};
             sb_str(&name, "param.");
             sb_str(&name, k);
-            if (name.oom) b.oom = 1; else sb_quoted(&b, name.buf, '"');
+            if (name.oom) b.oom = 1; else emit_unique(&b, &names, name.buf);
             free(name.buf);
         } else {
-            sb_quoted(&b, k, '"');
+            emit_unique(&b, &names, k);
         }
     }
     sqlite3_finalize(q);
@@ -573,7 +622,7 @@ sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
     while (sqlite3_step(q) == SQLITE_ROW) {
         const char *k = (const char *)sqlite3_column_text(q, 0);
         if (!k) continue;
-        int clash = sqlite3_column_int64(q, 1) > 0 || is_fixed(k);
+        int clash = sqlite3_column_int64(q, 1) > 0 || is_fixed(k) || name_taken(&names, k);
         sb_str(&b, ", (SELECT CASE m.special WHEN 'inf' THEN 9e999 WHEN '-inf' THEN -9e999"
                    " ELSE m.value END FROM summary m WHERE m.run_id = r.id"
                    " AND m.attempt = r.attempt AND m.key = ");
@@ -583,10 +632,10 @@ sq_status sq_store_refresh_flat(sq_ctx *ctx, sq_store *s) {
             strbuf name = {0};
             sb_str(&name, "final.");
             sb_str(&name, k);
-            if (name.oom) b.oom = 1; else sb_quoted(&b, name.buf, '"');
+            if (name.oom) b.oom = 1; else emit_unique(&b, &names, name.buf);
             free(name.buf);
         } else {
-            sb_quoted(&b, k, '"');
+            emit_unique(&b, &names, k);
         }
     }
     sqlite3_finalize(q);
@@ -605,5 +654,6 @@ done:
     if (q) sqlite3_finalize(q);
     if (outer) sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     free(b.buf);
+    name_set_free(&names);
     return st;
 }

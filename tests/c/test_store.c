@@ -143,6 +143,12 @@ TEST(merge_is_idempotent_and_keeps_verdicts) {
     CHECK_OK(&ctx, sq_store_refresh_flat(&ctx, m));
     CHECK(scalar(&ctx, m, "SELECT count(*) FROM flat WHERE lr = 0.1 AND loss IS NULL"
                           " AND \"param.status\" = 'x'") == 1);
+    /* SQLite column names are case-insensitive: LR must not take lr's column */
+    CHECK_OK(&ctx, sq_store_exec(&ctx, m, "INSERT INTO params VALUES('r1','LR','real',7.0),"
+                                          "('r1','Status','text','y')"));
+    CHECK_OK(&ctx, sq_store_refresh_flat(&ctx, m));
+    CHECK(scalar(&ctx, m, "SELECT count(*) FROM flat WHERE lr = 0.1 AND \"param.LR\" = 7.0"
+                          " AND \"param.status\" = 'x' AND \"param.Status#2\" = 'y'") == 1);
     CHECK(sq_store_in_transaction(m) == 0);
     /* a file that is not a shard */
     char bad[512];
