@@ -139,6 +139,9 @@ static lua_Integer check_size(lua_State *L, int arg, const char *what)
 {
     lua_Integer v = luaL_checkinteger(L, arg);
     if (v < 1) luaL_argerror(L, arg, lua_pushfstring(L, "%s must be >= 1, got %I", what, v));
+    /* sizes multiply into parameter and FLOP counts: keep those in int64 */
+    if (v > ((lua_Integer)1 << 24))
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s = %I is larger than 2^24", what, v));
     return v;
 }
 
