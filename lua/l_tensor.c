@@ -1399,8 +1399,10 @@ static int l_concat(lua_State *L)
     return 1;
 }
 
-/* index_select(x, dim, idx): idx 1-d int64/int32, 0-based positions */
-static int t_index_select(lua_State *L)
+/* x, dim, idx -> op(x, dim, idx): idx holds 0-based positions (int64/int32) */
+typedef sq_status (*index_op_fn)(sq_ctx *, sq_tensor *, int, sq_tensor *, sq_tensor **);
+
+static int index_op(lua_State *L, const char *name, index_op_fn op)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
     sq_tensor *x = sq_lua_check_tensor(L, 1);
@@ -1410,26 +1412,16 @@ static int t_index_select(lua_State *L)
         return luaL_argerror(L, 3, lua_pushfstring(L, "indices must be int64 or int32, got %s",
                                                    sq_dtype_name(idx->dtype)));
     sq_lua_tensor *slot = new_slot(L);
-    sq_status st = sq_index_select(ctx, x, dim, idx, &slot->t);
-    if (st != SQ_OK) return fail(L, "index_select", st, 3);
+    sq_status st = op(ctx, x, dim, idx, &slot->t);
+    if (st != SQ_OK) return fail(L, name, st, 3);
     return 1;
 }
 
-/* gather(x, dim, idx): like torch.gather; idx holds 0-based positions */
-static int t_gather(lua_State *L)
-{
-    sq_ctx *ctx = sq_lua_ctx(L);
-    sq_tensor *x = sq_lua_check_tensor(L, 1);
-    int dim = check_dim(L, 2, x->ndim);
-    sq_tensor *idx = sq_lua_check_tensor(L, 3);
-    if (idx->dtype != SQ_I64 && idx->dtype != SQ_I32)
-        return luaL_argerror(L, 3, lua_pushfstring(L, "indices must be int64 or int32, got %s",
-                                                   sq_dtype_name(idx->dtype)));
-    sq_lua_tensor *slot = new_slot(L);
-    sq_status st = sq_gather(ctx, x, dim, idx, &slot->t);
-    if (st != SQ_OK) return fail(L, "gather", st, 3);
-    return 1;
-}
+/* index_select(x, dim, idx): idx 1-d */
+static int t_index_select(lua_State *L) { return index_op(L, "index_select", sq_index_select); }
+
+/* gather(x, dim, idx): like torch.gather */
+static int t_gather(lua_State *L) { return index_op(L, "gather", sq_gather); }
 
 /* ---- autograd -------------------------------------------------------------------------- */
 
