@@ -136,10 +136,17 @@ local function check_assign(base, key, v, what)
     error(fmt("%s '%s': %s is a %s, but the base config has a %s (%s)", what, key, show(v),
               got, want, show(cur)), 0)
   end
+  -- an integer key (epochs, seed, hidden) takes integral values only: 2.0
+  -- becomes 2, 1.5 is an error (a seed of 0.5 used to run with seed 0)
+  if math.type(cur) == "integer" and math.type(v) == "float" and not math.tointeger(v) then
+    error(fmt("%s '%s': %s is not an integer, but the base config has an integer (%s)", what, key,
+              show(v), show(cur)), 0)
+  end
 end
 
 local function assign(cfg, key, v)
   local cur = get_path(cfg, key)
+  if math.type(cur) == "integer" and math.type(v) == "float" then v = math.tointeger(v) or v end
   if is_group(cur) and is_group(v) then
     for k, x in pairs(v) do assign(cfg, key .. "." .. k, x) end
   else
@@ -325,10 +332,22 @@ function M.parse_overrides(base, args)
       for _, p in ipairs(split_commas(s)) do values[#values + 1] = parse_scalar(arg, key, p, cur) end
       desc = s
     end
+    -- an integer key (epochs, seed, hidden) takes integral values only:
+    -- 2.0 becomes 2, 1.5 is an error (seed=0.5 used to run with seed 0)
+    local function fit(v)
+      if math.type(cur) ~= "integer" or math.type(v) ~= "float" then return v end
+      local i = math.tointeger(v)
+      if not i then
+        error(fmt("override '%s': %s is not an integer, but %s is an integer in the base config (%s)",
+                  arg, show(v), key, show(cur)), 0)
+      end
+      return i
+    end
     if values then
+      for i, v in ipairs(values) do values[i] = fit(v) end
       out.axes[#out.axes + 1] = { key = key, values = values, desc = desc }
     else
-      out.set[key] = parse_scalar(arg, key, s, cur)
+      out.set[key] = fit(parse_scalar(arg, key, s, cur))
     end
   end
   return out

@@ -53,6 +53,8 @@ expect "empty range()" "malformed range in override 'seed=range(5,1)'" \
   sweep "$HERE/exp_basic.lua" --results "$R" "seed=range(5,1)"
 expect "wrong value type" "override 'lr=fast': 'fast' is not a number" \
   sweep "$HERE/exp_basic.lua" --results "$R" lr=fast
+expect "a fraction for an integer key" "override 'seed=0.5': 0.5 is not an integer, but seed is an integer" \
+  sweep "$HERE/exp_basic.lua" --results "$R" seed=0.5
 expect "a group overridden as a value" "'model' is a group of keys; set its keys" \
   sweep "$HERE/exp_basic.lua" --results "$R" model=3
 expect "missing script" "script '$TMP/nope.lua' not found" \
