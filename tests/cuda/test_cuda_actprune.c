@@ -35,42 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    sq_ctx ctx;
-    sq_rng rng; /* test data; the ctx's own RNG stays untouched */
-    int passed, failed;
-    int64_t live;
-} tc;
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FATAL (test infrastructure): ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    exit(1);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) die("out of host memory (%zu bytes)", n);
-    return p;
-}
-
-static void report(tc *t, int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) t->passed++;
-    else t->failed++;
-}
+#include "cuda_test.h"
 
 static void *dalloc(tc *t, size_t bytes)
 {

@@ -24,52 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    sq_ctx ctx;
-    sq_rng rng; /* test data; the ctx's own RNG stays untouched */
-    int passed, failed;
-    int64_t live; /* device buffers allocated by the test and not yet freed */
-} tc;
+#include "cuda_test.h"
 
 /* ---- infrastructure ----------------------------------------------------------------- */
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("FATAL (test infrastructure): ");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    exit(1);
-}
-
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p) die("out of host memory (%zu bytes)", n);
-    return p;
-}
-
-static void report(tc *t, int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) t->passed++;
-    else t->failed++;
-}
-
-/* a kernel call: on failure report it with the context message */
-#define CALL(t, expr)                                                                      \
-    do {                                                                                   \
-        sq_status st_ = (expr);                                                            \
-        if (st_ != SQ_OK) report((t), 0, "%s:%d: %s -> %s: %s", __FILE__, __LINE__, #expr, \
-                                 sq_status_name(st_), (t)->ctx.err);                       \
-    } while (0)
 
 static const char *dn(sq_dtype dt) { return dt == SQ_F32 ? "f32" : "f64"; }
 static double tol_of(sq_dtype dt) { return dt == SQ_F32 ? 1e-5 : 1e-12; }

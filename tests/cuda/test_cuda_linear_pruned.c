@@ -45,32 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    sq_ctx ctx;
-    int passed, failed;
-} tc;
-
-static void report(tc *t, int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) t->passed++;
-    else t->failed++;
-}
-
-#define MUST(t, expr)                                                                       \
-    do {                                                                                    \
-        sq_status st_ = (expr);                                                             \
-        if (st_ != SQ_OK) {                                                                 \
-            report((t), 0, "%s:%d: %s -> %s: %s", __FILE__, __LINE__, #expr,                \
-                   sq_status_name(st_), (t)->ctx.err);                                      \
-            goto out;                                                                       \
-        }                                                                                   \
-    } while (0)
+#include "cuda_test.h"
 
 static sq_tensor *randn(tc *t, sq_dtype dt, int nd, const int64_t *shape, int grad)
 {

@@ -29,33 +29,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    sq_ctx ctx;
-    int passed, failed;
-} tc;
-
-static void report(tc *t, int ok, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    printf("%s ", ok ? "ok  " : "FAIL");
-    vprintf(fmt, ap);
-    printf("\n");
-    va_end(ap);
-    if (ok) t->passed++;
-    else t->failed++;
-}
-
-/* an engine call that must succeed; on failure reports it and returns from the test */
-#define MUST(t, expr)                                                                       \
-    do {                                                                                    \
-        sq_status st_ = (expr);                                                             \
-        if (st_ != SQ_OK) {                                                                 \
-            report((t), 0, "%s:%d: %s -> %s: %s", __FILE__, __LINE__, #expr,                \
-                   sq_status_name(st_), (t)->ctx.err);                                      \
-            goto out;                                                                       \
-        }                                                                                   \
-    } while (0)
+#include "cuda_test.h"
 
 static const char *dn(sq_dtype dt) { return sq_dtype_name(dt); }
 static double tol_of(sq_dtype dt) { return dt == SQ_F32 ? 2e-5 : 1e-11; }
