@@ -1243,14 +1243,21 @@ static int softmax_impl(lua_State *L, int logsm)
 static int t_softmax(lua_State *L) { return softmax_impl(L, 0); }
 static int t_log_softmax(lua_State *L) { return softmax_impl(L, 1); }
 
+/* An index argument (class targets, token ids, positions): int64 or int32. */
+static sq_tensor *check_index_tensor(lua_State *L, int arg, const char *what)
+{
+    sq_tensor *t = sq_lua_check_tensor(L, arg);
+    if (t->dtype != SQ_I64 && t->dtype != SQ_I32)
+        luaL_argerror(L, arg, lua_pushfstring(L, "%s must be int64 or int32, got %s", what,
+                                              sq_dtype_name(t->dtype)));
+    return t;
+}
+
 /* cross_entropy(logits (N,C), targets (N) int64/int32, 0-based classes) */
 static int t_cross_entropy(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    sq_tensor *x = sq_lua_check_tensor(L, 1), *y = sq_lua_check_tensor(L, 2);
-    if (y->dtype != SQ_I64 && y->dtype != SQ_I32)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "targets must be int64 or int32, got %s",
-                                                   sq_dtype_name(y->dtype)));
+    sq_tensor *x = sq_lua_check_tensor(L, 1), *y = check_index_tensor(L, 2, "targets");
     sq_lua_tensor *slot = new_slot(L);
     sq_status st = sq_cross_entropy(ctx, x, y, &slot->t);
     if (st != SQ_OK) return fail(L, "cross_entropy", st, 2);
@@ -1287,10 +1294,7 @@ static int t_affine(lua_State *L)
 static int t_embedding(lua_State *L)
 {
     sq_ctx *ctx = sq_lua_ctx(L);
-    sq_tensor *idx = sq_lua_check_tensor(L, 1), *w = sq_lua_check_tensor(L, 2);
-    if (idx->dtype != SQ_I64 && idx->dtype != SQ_I32)
-        return luaL_argerror(L, 1, lua_pushfstring(L, "indices must be int64 or int32, got %s",
-                                                   sq_dtype_name(idx->dtype)));
+    sq_tensor *idx = check_index_tensor(L, 1, "indices"), *w = sq_lua_check_tensor(L, 2);
     sq_lua_tensor *slot = new_slot(L);
     sq_status st = sq_embedding(ctx, idx, w, &slot->t);
     if (st != SQ_OK) return fail(L, "embedding", st, 2);
@@ -1407,10 +1411,7 @@ static int index_op(lua_State *L, const char *name, index_op_fn op)
     sq_ctx *ctx = sq_lua_ctx(L);
     sq_tensor *x = sq_lua_check_tensor(L, 1);
     int dim = check_dim(L, 2, x->ndim);
-    sq_tensor *idx = sq_lua_check_tensor(L, 3);
-    if (idx->dtype != SQ_I64 && idx->dtype != SQ_I32)
-        return luaL_argerror(L, 3, lua_pushfstring(L, "indices must be int64 or int32, got %s",
-                                                   sq_dtype_name(idx->dtype)));
+    sq_tensor *idx = check_index_tensor(L, 3, "indices");
     sq_lua_tensor *slot = new_slot(L);
     sq_status st = op(ctx, x, dim, idx, &slot->t);
     if (st != SQ_OK) return fail(L, name, st, 3);
