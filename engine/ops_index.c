@@ -206,16 +206,22 @@ done:
     return st;
 }
 
+/* Preconditions shared by index_select and gather; normalises *dim. */
+static sq_status check_indexing(sq_ctx *ctx, const char *name, sq_tensor *x, sq_tensor *idx, int *dim)
+{
+    SQ_TRY(need_known_device(ctx, name, "input", x));
+    SQ_TRY(sq_need_index(ctx, name, "index", idx));
+    SQ_TRY(need_known_device(ctx, name, "index", idx));
+    SQ_TRY(need_float_for_grad(ctx, name, x));
+    if (x->ndim < 1) return sq_fail(ctx, SQ_ERR_SHAPE, "%s: input is a scalar", name);
+    return sq_norm_dim(ctx, name, x->ndim, dim);
+}
+
 sq_status sq_index_select(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq_tensor **out)
 {
     *out = NULL;
     char s1[64], s2[64];
-    SQ_TRY(need_known_device(ctx, "index_select", "input", x));
-    SQ_TRY(sq_need_index(ctx, "index_select", "index", idx));
-    SQ_TRY(need_known_device(ctx, "index_select", "index", idx));
-    SQ_TRY(need_float_for_grad(ctx, "index_select", x));
-    if (x->ndim < 1) return sq_fail(ctx, SQ_ERR_SHAPE, "index_select: input is a scalar");
-    SQ_TRY(sq_norm_dim(ctx, "index_select", x->ndim, &dim));
+    SQ_TRY(check_indexing(ctx, "index_select", x, idx, &dim));
     if (idx->ndim != 1)
         return sq_fail(ctx, SQ_ERR_SHAPE, "index_select: index %s must be 1-d", SQ_SHAPE(idx, s1));
     int64_t S = x->shape[dim], L = idx->shape[0], outer, inner;
@@ -325,12 +331,7 @@ sq_status sq_gather(sq_ctx *ctx, sq_tensor *x, int dim, sq_tensor *idx, sq_tenso
 {
     *out = NULL;
     char s1[64], s2[64];
-    SQ_TRY(need_known_device(ctx, "gather", "input", x));
-    SQ_TRY(sq_need_index(ctx, "gather", "index", idx));
-    SQ_TRY(need_known_device(ctx, "gather", "index", idx));
-    SQ_TRY(need_float_for_grad(ctx, "gather", x));
-    if (x->ndim < 1) return sq_fail(ctx, SQ_ERR_SHAPE, "gather: input is a scalar");
-    SQ_TRY(sq_norm_dim(ctx, "gather", x->ndim, &dim));
+    SQ_TRY(check_indexing(ctx, "gather", x, idx, &dim));
     int nd = x->ndim;
     int ok = idx->ndim == nd;
     for (int d = 0; ok && d < nd; d++) ok = d == dim || idx->shape[d] <= x->shape[d];
