@@ -12,6 +12,8 @@
 #   BUILD  build folder (default /tmp/build); DATA  scratch for x, dy, masks
 #   REPS   timed repeats per measurement (default 15); ARCH (default 90)
 #   COMMIT the commit measured (default: git rev-parse, else "unknown")
+#   AP_SHAPES, AP_BLOCKS, AP_KEEPS, AP_DIAG  a subset (actprune_dw_bench.cu)
+#   AP_TORCH=0  skip PyTorch and the table (for tuning runs)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/actprune_out}
@@ -64,9 +66,11 @@ grep -A1 '^FAIL' "$OUT/test_actprune.log" | head -n 30
 tail -n 2 "$OUT/test_actprune.log"
 
 echo "== squeeze vs cuBLAS"
-timeout 200 "$BUILD/tests/cuda/actprune_dw_bench" "$DATA" "$OUT/squeeze.csv" "$REPS"
+DARG=$DATA; [ "${AP_TORCH:-1}" = 0 ] && DARG=-
+timeout 200 "$BUILD/tests/cuda/actprune_dw_bench" "$DARG" "$OUT/squeeze.csv" "$REPS"
 echo "bench exit $?"
 
+[ "${AP_TORCH:-1}" = 0 ] && { rm -rf "$DATA"; exit 0; }
 echo "== PyTorch"
 PY=python3
 $PY -c "import torch" 2>/dev/null || PY=/opt/torch/.venv/bin/python

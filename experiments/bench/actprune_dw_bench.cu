@@ -20,7 +20,11 @@
  * usage: actprune_dw_bench DATA_DIR CSV [reps]
  *   DATA_DIR receives x_<shape>.bin, dy_<shape>.bin (float32, row-major)
  *   and mask_<shape>_b<b>_k<keep>.bin (uint8 per block, block-row order)
- *   for the PyTorch side ("-" to write nothing). */
+ *   for the PyTorch side ("-" to write nothing).
+ * Environment (to look at a subset while tuning; the committed table uses
+ * the defaults): AP_SHAPES (indices into 0 384x1536, 1 1536x384,
+ * 2 4096x4096, e.g. "0,2"), AP_BLOCKS ("32,64"), AP_KEEPS ("0.5,0.3"),
+ * AP_DIAG=0 to skip the split-scaling diagnostics. */
 #include "sq_cuda_actprune.h"
 #include "sq_cuda_internal.h"
 
@@ -125,6 +129,20 @@ static void write_file(const char *dir, const char *name, const void *dev, size_
     if (!host) free(h);
 }
 
+/* comma-separated ints (ip) or doubles (dp), at most n; returns the count */
+static int parse_list(const char *s, int *ip, double *dp, int n)
+{
+    int k = 0;
+    while (*s && k < n) {
+        char *end;
+        if (ip) ip[k++] = (int)strtol(s, &end, 10);
+        else dp[k++] = strtod(s, &end);
+        if (end == s) break;
+        s = *end == ',' ? end + 1 : end;
+    }
+    return k;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -157,10 +175,18 @@ int main(int argc, char **argv)
 
     const struct { const char *name; int64_t in, out, R; } shapes[3] = {
         {"384x1536", 384, 1536, 200704}, {"1536x384", 1536, 384, 200704}, {"4096x4096", 4096, 4096, 16384}};
-    const int bsz[3] = {16, 32, 64};
-    const double keeps[4] = {0.75, 0.5, 0.3, 0.1};
+    int bsz[8] = {16, 32, 64}, nb = 3, shp[8] = {0, 1, 2}, ns = 3;
+    double keeps[8] = {0.75, 0.5, 0.3, 0.1};
+    int nk = 4;
+    const char *ev;
+    if ((ev = getenv("AP_SHAPES"))) ns = parse_list(ev, shp, NULL, 8);
+    if ((ev = getenv("AP_BLOCKS"))) nb = parse_list(ev, bsz, NULL, 8);
+    if ((ev = getenv("AP_KEEPS"))) nk = parse_list(ev, NULL, keeps, 8);
+    const int diag = !(ev = getenv("AP_DIAG")) || atoi(ev) != 0;
 
-    for (int si = 0; si < 3; si++) {
+    for (int sj = 0; sj < ns; sj++) {
+        const int si = shp[sj];
+        if (si < 0 || si > 2) { fprintf(stderr, "AP_SHAPES: %d is not 0, 1 or 2\n", si); return 2; }
         const int64_t K = shapes[si].in, M = shapes[si].out, R = shapes[si].R;
         float *x, *dy, *xh, *dw_ref, *dw;
         SQ(ctx, sq_cuda_alloc(ctx, (size_t)(R * K) * 4, (void **)&x));
@@ -190,8 +216,8 @@ int main(int argc, char **argv)
                fl / t_fp32 * 1e-9, t_tf32, fl / t_tf32 * 1e-9);
         float *h_ref = (float *)malloc((size_t)(M * K) * 4), *h_got = (float *)malloc((size_t)(M * K) * 4);
 
-        for (int bi = 0; bi < 3; bi++)
-            for (int ki = 0; ki < 4; ki++) {
+        for (int bi = 0; bi < nb; bi++)
+            for (int ki = 0; ki < nk; ki++) {
                 const int64_t b = bsz[bi];
                 const double keep = keeps[ki];
                 sq_cuda_bsr m;
@@ -264,22 +290,23 @@ int main(int argc, char **argv)
                 fflush(csv);
                 sq_cuda_bsr_free(ctx, &m);
             }
-        {   /* diagnostics (not in the table): how the BSR dW scales with the
+        if (diag) {   /* diagnostics (not in the table): how the BSR dW scales with the
              * number of row splits, and its speed with every block kept */
             sq_cuda_bsr m;
             const double kd[2] = {0.5, 1.0};
+            for (int db = 32; db <= 64; db += 32)
             for (int q = 0; q < 2; q++) {
-                SQ(ctx, sq_cuda_bsr_shape(ctx, R, K, 64, kd[q], SQ_PRUNE_SCOPE_TENSOR, &m));
+                SQ(ctx, sq_cuda_bsr_shape(ctx, R, K, db, kd[q], SQ_PRUNE_SCOPE_TENSOR, &m));
                 SQ(ctx, sq_cuda_bsr_alloc(ctx, &m, SQ_MEM_SAVED));
                 SQ(ctx, sq_cuda_bsr_prune_pack(ctx, &m, x, K, 1, kd[q], SQ_PRUNE_SCOPE_TENSOR));
-                const int sp[7] = {1, 2, 4, 8, 16, 32, 64};
-                double bfl = 2.0 * (double)M * (double)m.nnzb * 64.0 * 64.0;
-                for (int k = 0; k < 7; k++) {
+                const int sp[8] = {0, 1, 2, 4, 8, 16, 32, 64}; /* 0: the automatic choice */
+                double bfl = 2.0 * (double)M * (double)m.nnzb * (double)(db * db);
+                for (int k = 0; k < 8; k++) {
                     float t1, t3;
                     TIME(&T, 5, t1, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_TF32, sp[k])));
                     TIME(&T, 5, t3, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_3XTF32, sp[k])));
-                    printf("diag %s b 64 keep %.2f splits %2d: BSR dW tf32 %.3f ms (%.0f TFLOP/s), 3xtf32 %.3f ms "
-                           "(%.0f TFLOP/s)\n", shapes[si].name, kd[q], sp[k], t1, bfl / t1 * 1e-9, t3,
+                    printf("diag %s b %d keep %.2f splits %2d: BSR dW tf32 %.3f ms (%.0f TFLOP/s), 3xtf32 %.3f ms "
+                           "(%.0f TFLOP/s)\n", shapes[si].name, db, kd[q], sp[k], t1, bfl / t1 * 1e-9, t3,
                            bfl / t3 * 1e-9);
                 }
                 sq_cuda_bsr_free(ctx, &m);

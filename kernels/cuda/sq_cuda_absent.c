@@ -405,3 +405,9 @@ sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, i
 {
     return absent(ctx, __func__);
 }
+
+sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy, int64_t M,
+                              const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile)
+{
+    return absent(ctx, __func__);
+}

@@ -814,12 +814,19 @@ extern "C" sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_b
  * BSR weight gradient: dW (M,K) = dyᵀ (M,R) · x̂ (R,K)
  * ========================================================================== */
 
-#define DW_THREADS 256
-#define DW_MT 128 /* dW rows per CTA */
+/* CTA tile: MT dW rows (128, 192 or 256: 64 per warp row, four warp
+ * columns, 2·MT threads) × DW_NT dW columns.  The wide tiles read 1.3–1.5×
+ * fewer bytes from L2 per MMA, which is what bounds the 128-row tile; they
+ * run one CTA per SM with a deeper pipeline, the 128-row tile two. */
 #define DW_NT 128 /* dW columns per CTA: a group of 128/b block columns */
-#define DW_STAGES 3
-#define DW_LD (128 + 8) /* shared row pitch: 8 (mod 32) words, so fragment loads hit 32 banks */
-#define DW_RING 4       /* stage descriptors live DW_STAGES+1 iterations */
+#define DW_LD (128 + 8) /* shared row pitch of x̂: 8 (mod 32) words, so fragment loads hit 32 banks */
+template <int MT> struct dw_cfg {
+    static constexpr int THREADS = 2 * MT;
+    static constexpr int STAGES = MT == 128 ? 3 : 4;
+    static constexpr int RING = STAGES + 1; /* stage descriptors live STAGES+1 iterations */
+    static constexpr int LDA = MT + 8;      /* shared row pitch of dy, also 8 (mod 32) */
+    static constexpr int MIN_CTAS = MT == 128 ? 2 : 1;
+};
 
 __device__ __forceinline__ void cp_async16(void *smem, const void *gmem, int src_bytes)
 {
@@ -839,11 +846,16 @@ template <int N> __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
-__device__ __forceinline__ unsigned to_tf32(float f)
+/* TF32 operands without cvt: the tensor cores read only the top 19 bits of
+ * a .tf32 register, so adding half a TF32 ulp (0x1000) to the fp32 bits
+ * rounds to nearest, ties away (cvt.rna's result for finite values) in one
+ * integer add (CUTLASS's round_half_ulp_truncate).  An infinity comes out
+ * as a NaN pattern: the product is non-finite either way.  tf32_hi also
+ * clears the low bits when the value must be exact for the 3xTF32 split. */
+__device__ __forceinline__ unsigned tf32_rn(float f) { return __float_as_uint(f) + 0x1000u; }
+__device__ __forceinline__ unsigned tf32_hi(float f, bool exact)
 {
-    unsigned r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(f));
-    return r;
+    return exact ? (__float_as_uint(f) + 0x1000u) & 0xffffe000u : __float_as_uint(f) + 0x1000u;
 }
 
 /* d (16x8) += a (16x8, row) · b (8x8, col), TF32 inputs, fp32 accumulation */
@@ -867,8 +879,8 @@ template <int G> struct dw_desc {
 /* Grid: linear over (split, m tile, group), group fastest so that CTAs
  * running together read the same rows of dy.  Writes the (M,K) tile either
  * into dw (splits == 1) or into partial tile `split` of out (ld K). */
-template <int B, bool X3, bool VEC>
-__global__ void __launch_bounds__(DW_THREADS, 2)
+template <int B, int MT, bool X3, bool VEC>
+__global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
     k_bsr_dw(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
              int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
              const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
@@ -877,10 +889,12 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
     constexpr int G = DW_NT / B;          /* block columns per CTA */
     constexpr int KC = B < 32 ? B : 32;   /* rows of a block per stage */
     constexpr int CPB = B / KC;           /* stages per block row */
-    constexpr int STAGE = KC * DW_LD;     /* floats per operand per stage */
+    constexpr int NTH = dw_cfg<MT>::THREADS, DW_STAGES = dw_cfg<MT>::STAGES, DW_RING = dw_cfg<MT>::RING;
+    constexpr int LDA = dw_cfg<MT>::LDA;
+    constexpr int STAGE_A = KC * LDA, STAGE_B = KC * DW_LD; /* floats per operand per stage */
     extern __shared__ __align__(16) float smem[];
-    float *sA = smem;                     /* [STAGES][KC][DW_LD]: dy rows, m contiguous */
-    float *sB = smem + DW_STAGES * STAGE; /* [STAGES][KC][DW_LD]: block rows, n contiguous */
+    float *sA = smem;                       /* [STAGES][KC][LDA]: dy rows, m contiguous */
+    float *sB = smem + DW_STAGES * STAGE_A; /* [STAGES][KC][DW_LD]: block rows, n contiguous */
     __shared__ dw_desc<G> desc[DW_RING];
 
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -888,7 +902,7 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
     const int grp = (int)(lin % groups);
     const int mt = (int)((lin / groups) % mtiles);
     const int split = (int)(lin / ((int64_t)groups * mtiles));
-    const int64_t m0 = (int64_t)mt * DW_MT, n0 = (int64_t)grp * DW_NT;
+    const int64_t m0 = (int64_t)mt * MT, n0 = (int64_t)grp * DW_NT;
     const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
 
     /* warp 0 walks the group's column lists: lane g < G owns column grp*G+g */
@@ -943,28 +957,28 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
     };
 
     auto load_stage = [&](int st, const dw_desc<G> &d) {
-        float *a = sA + st * STAGE, *bm = sB + st * STAGE;
+        float *a = sA + st * STAGE_A, *bm = sB + st * STAGE_B;
         const int64_t r0 = (int64_t)d.row * B + d.chunk * KC;
         if (VEC) {
 #pragma unroll
-            for (int q = tid; q < KC * 32; q += DW_THREADS) {
-                int kk = q >> 5, mq = (q & 31) * 4;
+            for (int q = tid; q < KC * (MT / 4); q += NTH) {
+                int kk = q / (MT / 4), mq = (q - kk * (MT / 4)) * 4;
                 int64_t r = r0 + kk, mm = m0 + mq;
                 bool ok = r < R && mm < M;
-                cp_async16(a + kk * DW_LD + mq, ok ? dy + r * ldy + mm : dy, ok ? 16 : 0);
+                cp_async16(a + kk * LDA + mq, ok ? dy + r * ldy + mm : dy, ok ? 16 : 0);
             }
         } else {
 #pragma unroll 4
-            for (int q = tid; q < KC * 128; q += DW_THREADS) {
-                int kk = q >> 7, mq = q & 127;
+            for (int q = tid; q < KC * MT; q += NTH) {
+                int kk = q / MT, mq = q - kk * MT;
                 int64_t r = r0 + kk, mm = m0 + mq;
                 bool ok = r < R && mm < M;
-                cp_async4(a + kk * DW_LD + mq, ok ? dy + r * ldy + mm : dy, ok ? 4 : 0);
+                cp_async4(a + kk * LDA + mq, ok ? dy + r * ldy + mm : dy, ok ? 4 : 0);
             }
         }
         constexpr int CPBLK = KC * B / 4; /* 16-byte chunks of one block per stage */
 #pragma unroll
-        for (int q = tid; q < G * CPBLK; q += DW_THREADS) {
+        for (int q = tid; q < G * CPBLK; q += NTH) {
             int g = q / CPBLK, w = q - g * CPBLK;
             if (!((d.mask >> g) & 1u)) continue;
             int kk = w / (B / 4), n = (w - kk * (B / 4)) * 4;
@@ -973,8 +987,18 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
         }
     };
 
-    /* warp tile 64 (m) x 32 (n): 2 x 4 warps */
-    const int wm0 = (warp & 1) * 64, wn0 = (warp >> 1) * 32;
+    /* warp tile 64 (m) x 32 (n): MT/64 x 4 warps.  Which dW element a fragment
+     * slot holds is permuted so that a thread's operands sit side by side in
+     * shared memory and load as float4 (A) and float4/float2 (B), conflict
+     * free with the 8 (mod 32) word pitch, instead of one word per load:
+     *   A: m16 tile mi, row r (half h = r / 8, g = r % 8)
+     *        -> m = wm0 + (c / 4) * 32 + g * 4 + c % 4,  c = 2 mi + h
+     *   B: n8 tile ni, column j
+     *        -> n = wn0 + (ni / P) * 8P + j * P + ni % P
+     * with P = min(4, B / 8) consecutive n8 tiles inside one block, so a
+     * tile whose block is pruned is still skipped whole. */
+    constexpr int P = B >= 32 ? 4 : B / 8;
+    const int wm0 = (warp % (MT / 64)) * 64, wn0 = (warp / (MT / 64)) * 32;
     const int gid = lane >> 2, tig = lane & 3;
     float acc[4][4][4];
 #pragma unroll
@@ -1012,36 +1036,55 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
         /* which of this warp's four n8 tiles have a kept block */
         unsigned pres = 0;
 #pragma unroll
-        for (int ni = 0; ni < 4; ni++) pres |= ((mask >> ((wn0 + ni * 8) / B)) & 1u) << ni;
+        for (int ni = 0; ni < 4; ni++) pres |= ((mask >> ((wn0 + (ni / P) * 8 * P) / B)) & 1u) << ni;
         if (pres) {
-            const float *a = sA + (it % DW_STAGES) * STAGE, *bm = sB + (it % DW_STAGES) * STAGE;
+            const float *a = sA + (it % DW_STAGES) * STAGE_A, *bm = sB + (it % DW_STAGES) * STAGE_B;
 #pragma unroll
             for (int k8 = 0; k8 < KC / 8; k8++) {
-                const float *ak = a + (k8 * 8 + tig) * DW_LD + wm0 + gid;
-                const float *bk = bm + (k8 * 8 + tig) * DW_LD + wn0 + gid;
+                /* av[kh][c]: k = k8*8 + tig + 4 kh, slot c as above */
+                float av[2][8], bv[2][4];
+#pragma unroll
+                for (int kh = 0; kh < 2; kh++) {
+                    const float *ar = a + (k8 * 8 + tig + 4 * kh) * LDA + wm0 + gid * 4;
+                    const float4 lo = *reinterpret_cast<const float4 *>(ar);
+                    const float4 hi = *reinterpret_cast<const float4 *>(ar + 32);
+                    av[kh][0] = lo.x, av[kh][1] = lo.y, av[kh][2] = lo.z, av[kh][3] = lo.w;
+                    av[kh][4] = hi.x, av[kh][5] = hi.y, av[kh][6] = hi.z, av[kh][7] = hi.w;
+                    const float *br = bm + (k8 * 8 + tig + 4 * kh) * DW_LD + wn0;
+                    if (P == 4) {
+                        const float4 v = *reinterpret_cast<const float4 *>(br + gid * 4);
+                        bv[kh][0] = v.x, bv[kh][1] = v.y, bv[kh][2] = v.z, bv[kh][3] = v.w;
+                    } else if (P == 2) {
+                        const float2 v0 = *reinterpret_cast<const float2 *>(br + gid * 2);
+                        const float2 v1 = *reinterpret_cast<const float2 *>(br + 16 + gid * 2);
+                        bv[kh][0] = v0.x, bv[kh][1] = v0.y, bv[kh][2] = v1.x, bv[kh][3] = v1.y;
+                    } else {
+#pragma unroll
+                        for (int ni = 0; ni < 4; ni++) bv[kh][ni] = br[ni * 8 + gid];
+                    }
+                }
                 unsigned ah[4][4], al[4][4];
 #pragma unroll
                 for (int mi = 0; mi < 4; mi++) {
-                    float f[4] = {ak[mi * 16], ak[mi * 16 + 8], ak[4 * DW_LD + mi * 16],
-                                  ak[4 * DW_LD + mi * 16 + 8]};
+                    const float f[4] = {av[0][2 * mi], av[0][2 * mi + 1], av[1][2 * mi], av[1][2 * mi + 1]};
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        ah[mi][e] = to_tf32(f[e]);
-                        if (X3) al[mi][e] = to_tf32(f[e] - __uint_as_float(ah[mi][e]));
+                        ah[mi][e] = tf32_hi(f[e], X3);
+                        if (X3) al[mi][e] = tf32_rn(f[e] - __uint_as_float(ah[mi][e]));
                     }
                 }
 #pragma unroll
                 for (int ni = 0; ni < 4; ni++) {
                     if (!((pres >> ni) & 1u)) continue;
-                    float f0 = bk[ni * 8], f1 = bk[4 * DW_LD + ni * 8];
-                    unsigned bh[2] = {to_tf32(f0), to_tf32(f1)};
+                    const float f0 = bv[0][ni], f1 = bv[1][ni];
+                    unsigned bh[2] = {tf32_hi(f0, X3), tf32_hi(f1, X3)};
                     if (X3) {
                         /* the three products go into a fresh fragment that is
                          * added to acc with IEEE fp32 adds: the tensor cores'
                          * accumulation truncates, and over a long chain of k8
                          * steps that bias alone grows to ~1e-5 */
-                        unsigned bl[2] = {to_tf32(f0 - __uint_as_float(bh[0])),
-                                          to_tf32(f1 - __uint_as_float(bh[1]))};
+                        unsigned bl[2] = {tf32_rn(f0 - __uint_as_float(bh[0])),
+                                          tf32_rn(f1 - __uint_as_float(bh[1]))};
 #pragma unroll
                         for (int mi = 0; mi < 4; mi++) {
                             float t[4] = {0.f, 0.f, 0.f, 0.f};
@@ -1069,8 +1112,9 @@ __global__ void __launch_bounds__(DW_THREADS, 2)
         for (int ni = 0; ni < 4; ni++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int64_t mm = m0 + wm0 + mi * 16 + gid + (e >> 1) * 8;
-                int64_t nn = n0 + wn0 + ni * 8 + tig * 2 + (e & 1);
+                const int c = 2 * mi + (e >> 1), j = tig * 2 + (e & 1);
+                int64_t mm = m0 + wm0 + (c / 4) * 32 + gid * 4 + c % 4;
+                int64_t nn = n0 + wn0 + (ni / P) * 8 * P + j * P + ni % P;
                 if (mm < M && nn < K) o[mm * ldo + nn] = acc[mi][ni][e];
             }
 }
@@ -1089,16 +1133,17 @@ __global__ void k_split_sum(float *__restrict__ dw, int64_t ldw, const float *__
     }
 }
 
-template <int B, bool X3, bool VEC>
+template <int B, int MT, bool X3, bool VEC>
 static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, int64_t sstride,
                            const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups,
                            int mtiles, int splits)
 {
+    typedef dw_cfg<MT> C;
     constexpr int KC = B < 32 ? B : 32;
-    const size_t smem = (size_t)2 * DW_STAGES * KC * DW_LD * sizeof(float);
-    auto kern = k_bsr_dw<B, X3, VEC>;
+    const size_t smem = (size_t)C::STAGES * KC * (C::LDA + DW_LD) * sizeof(float);
+    auto kern = k_bsr_dw<B, MT, X3, VEC>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    /* all of L1 as shared memory, so that two CTAs fit on an SM */
+    /* all of L1 as shared memory, so that two 128-row CTAs fit on an SM */
     if (e == cudaSuccess)
         e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
     if (e != cudaSuccess) {
@@ -1106,26 +1151,65 @@ static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, 
         return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
                        smem, cudaGetErrorString(e));
     }
-    kern<<<grid, DW_THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
-                                                       m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
-                                                       m->nbc, groups, mtiles, splits);
+    kern<<<grid, C::THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
+                                                        m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
+                                                        m->nbc, groups, mtiles, splits);
     return SQ_OK;
 }
 
+/* the wide tiles exist only with 16-byte dy loads (the scalar path is for
+ * odd M or strides, where 128 rows serve) */
 template <int B>
-static sq_status launch_dw_b(sq_ctx *ctx, int x3, int vec, unsigned grid, float *out, int64_t ldo,
+static sq_status launch_dw_b(sq_ctx *ctx, int mt, int x3, int vec, unsigned grid, float *out, int64_t ldo,
                              int64_t sstride, const float *dy, int64_t ldy, const sq_cuda_bsr *m,
                              int64_t M, int groups, int mtiles, int splits)
 {
-    if (x3)
-        return vec ? launch_dw<B, true, true>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
-                   : launch_dw<B, true, false>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits);
-    return vec ? launch_dw<B, false, true>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
-               : launch_dw<B, false, false>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits);
+#define SQ_DW_GO(MT_, X3_, VEC_) \
+    launch_dw<B, MT_, X3_, VEC_>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
+    if (!vec) return x3 ? SQ_DW_GO(128, true, false) : SQ_DW_GO(128, false, false);
+    switch (mt) {
+    case 256: return x3 ? SQ_DW_GO(256, true, true) : SQ_DW_GO(256, false, true);
+    case 192: return x3 ? SQ_DW_GO(192, true, true) : SQ_DW_GO(192, false, true);
+    default: return x3 ? SQ_DW_GO(128, true, true) : SQ_DW_GO(128, false, true);
+    }
+#undef SQ_DW_GO
+}
+
+/* rows per CTA tile for M dW rows: the widest of 256 / 192 that wastes at
+ * most 1/16 of the rows in the last tile, else 128 */
+static int dw_pick_mtile(int64_t M)
+{
+    const int cand[2] = {256, 192};
+    for (int q = 0; q < 2; q++)
+        if (M >= cand[q] && (cdiv(M, cand[q]) * cand[q] - M) * 16 <= M) return cand[q];
+    return 128;
+}
+
+/* block-row splits: the count with the least modelled time, i.e. whole
+ * waves of CTAs (time ∝ ceil(CTAs / slots) / S) plus the partial tiles'
+ * round trip through memory (S·8·M·K bytes, costed against the MMA work at
+ * ~150 TFLOP/s vs ~3 TB/s), with at least 8 block rows per split */
+static int64_t dw_pick_splits(int64_t tiles, int64_t slots, int64_t nbr, int64_t K, double work)
+{
+    int64_t smax = nbr / 8 < 64 ? nbr / 8 : 64, best = 1;
+    double best_t = 0;
+    for (int64_t S = 1; S <= (smax > 1 ? smax : 1); S++) {
+        double waves = (double)cdiv(tiles * S, slots) / (double)S;
+        double t = waves / ((double)tiles / (double)slots) + (double)S * 8.0 * (double)K * 50.0 / (work > 1 ? work : 1);
+        if (S == 1 || t < best_t * 0.995) best = S, best_t = t;
+    }
+    return best;
 }
 
 extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                                     int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits)
+{
+    return sq_cuda_bsr_dw_tile(ctx, dw, ldw, dy, ldy, M, m, prec, splits, 0);
+}
+
+extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
+                                         int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits,
+                                         int mtile)
 {
     const char *fn = "bsr_dw";
     SQ_CUDA_ENTER(ctx, fn);
@@ -1136,6 +1220,8 @@ extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const f
                        (long long)b);
     if (prec != SQ_CUDA_DW_TF32 && prec != SQ_CUDA_DW_3XTF32)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: unknown precision %d", fn, (int)prec);
+    if (mtile != 0 && mtile != 128 && mtile != 192 && mtile != 256)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: tile of %d rows: 0 (automatic), 128, 192 or 256", fn, mtile);
     if (M < 0 || splits < 0)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: M = %lld and splits = %d must be >= 0", fn, (long long)M, splits);
     if (ldy < (M > 1 ? M : 1) || ldw < (K > 1 ? K : 1))
@@ -1145,20 +1231,19 @@ extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const f
     if (!dw || (R > 0 && !dy)) return sq_fail(ctx, SQ_ERR_ARG, "%s: dw or dy is missing", fn);
     if (((uintptr_t)m->values & 15) != 0)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: BSR values must be 16-byte aligned", fn);
+    const int vec = M % 4 == 0 && ldy % 4 == 0 && ((uintptr_t)dy & 15) == 0;
+    const int MT = !vec ? 128 : mtile ? mtile : dw_pick_mtile(M);
     const int G = DW_NT / (int)b;
-    const int64_t mtiles = cdiv(M, DW_MT), groups = cdiv(m->nbc, G);
+    const int64_t mtiles = cdiv(M, MT), groups = cdiv(m->nbc, G);
     const int64_t tiles = mtiles * groups;
     int64_t S = splits;
-    if (S == 0) { /* enough CTAs for about two waves at two CTAs per SM, >= 8 block rows each */
-        S = cdiv(4 * (int64_t)ctx->cuda->sm_count, tiles);
-        if (S > m->nbr / 8) S = m->nbr / 8;
-        if (S > 64) S = 64;
-    }
+    if (S == 0)
+        S = dw_pick_splits(tiles, (int64_t)ctx->cuda->sm_count * (MT == 128 ? 2 : 1), m->nbr, K,
+                           2.0 * (double)M * (double)m->nnzb * (double)(b * b) / (double)M);
     if (S > m->nbr) S = m->nbr;
     if (S < 1) S = 1;
     if (tiles * S > INT_MAX || mtiles > INT_MAX || groups > INT_MAX)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: %lld x %lld tiles are too many", fn, (long long)M, (long long)K);
-    const int vec = M % 4 == 0 && ldy % 4 == 0 && ((uintptr_t)dy & 15) == 0;
     const int x3 = prec == SQ_CUDA_DW_3XTF32;
     float *part = NULL;
     size_t part_bytes = 0;
@@ -1171,15 +1256,15 @@ extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const f
     unsigned grid = (unsigned)(tiles * S);
     sq_status st;
     switch (b) {
-    case 8: st = launch_dw_b<8>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    case 16: st = launch_dw_b<16>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    case 32: st = launch_dw_b<32>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    default: st = launch_dw_b<64>(ctx, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    case 8: st = launch_dw_b<8>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    case 16: st = launch_dw_b<16>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    case 32: st = launch_dw_b<32>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    default: st = launch_dw_b<64>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
     }
     if (st == SQ_OK)
-        st = sq_cuda_launched(ctx, "bsr_dw", "M %lld, K %lld, R %lld, b %lld, %lld blocks, %lld splits, %s%s",
+        st = sq_cuda_launched(ctx, "bsr_dw", "M %lld, K %lld, R %lld, b %lld, %lld blocks, %d-row tiles, %lld splits, %s%s",
                               (long long)M, (long long)K, (long long)R, (long long)b, (long long)m->nnzb,
-                              (long long)S, x3 ? "3xtf32" : "tf32", vec ? "" : ", scalar dy loads");
+                              MT, (long long)S, x3 ? "3xtf32" : "tf32", vec ? "" : ", scalar dy loads");
     if (st == SQ_OK && S > 1) {
         k_split_sum<<<sq_cuda_grid(M * K, 256), 256, 0, ctx->cuda->stream>>>(dw, ldw, part, (int)S, M, K);
         st = sq_cuda_launched(ctx, "bsr_dw/split_sum", "M %lld, K %lld, %lld splits", (long long)M,

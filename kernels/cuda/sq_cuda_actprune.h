@@ -28,8 +28,9 @@
  * relative) could rank the other way; blocks with equal contents always
  * score equally.
  *
- * BSR dW (sq_cuda_bsr_dw): one CTA computes a 128 x 128 tile of dW, i.e.
- * 128 rows of M times a group of 128/b adjacent block columns, and walks the
+ * BSR dW (sq_cuda_bsr_dw): one CTA computes an MT x 128 tile of dW (MT =
+ * 128, 192 or 256 rows of M, chosen from M), i.e. MT
+ * rows of M times a group of 128/b adjacent block columns, and walks the
  * union of those columns' kept blocks (merging their transposed-index
  * lists, rows ascending), so that each slice of dy it stages in shared
  * memory serves every kept block of the group in that block row.  Only the
@@ -119,10 +120,16 @@ typedef enum {
  * when M and ldy are multiples of 4 and dy is 16-byte aligned.
  * splits: how many block-row ranges the grid is split into (their partial
  * tiles, in WORKSPACE for the call, are summed in a fixed order); 0 chooses
- * from the grid size (about two waves of CTAs), > 0 forces it (tests,
+ * from the grid size (whole waves of CTAs against the partial tiles' memory
+ * traffic), > 0 forces it (tests,
  * tuning).  Counts the call and its FLOPs (2*M*nnzb*b*b) in ctx->stats. */
 sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                          int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits);
+/* The same with the CTA tile's row count forced (tests, tuning): mtile 128,
+ * 192 or 256, 0 = the automatic choice.  Odd M or strides (scalar dy loads)
+ * always use 128. */
+sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
+                              int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile);
 
 /* x (R,K) contiguous <- the dense matrix m stands for (dropped blocks 0). */
 sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_bsr *m);

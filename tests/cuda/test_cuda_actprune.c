@@ -120,7 +120,10 @@ static void test_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, 
                     int big)
 {
     sq_ctx *ctx = &t->ctx;
-    const int64_t R = ref->rows, K = ref->cols, b = ref->b, ldy = M + 3, ldw = K + 2;
+    /* dy rows padded; by 4 when M % 4 == 0, so that the 16-byte (wide-tile)
+     * path runs, else by 3 (scalar loads) */
+    const int64_t R = ref->rows, K = ref->cols, b = ref->b, ldy = M + (M % 4 == 0 ? 4 : 3), ldw = K + 2;
+    const int vec = M % 4 == 0;
     /* dy (R,M) random, on the device with row stride ldy */
     float *dyh = xmalloc((size_t)(R * ldy) * 4);
     for (int64_t i = 0; i < R * ldy; i++) dyh[i] = (float)draw(t, 0);
@@ -158,16 +161,19 @@ static void test_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, 
     float *dwh = xmalloc((size_t)(M * ldw) * 4), *first = xmalloc((size_t)(M * ldw) * 4);
     float *dwdev = dalloc(t, (size_t)(M * ldw) * 4);
     const int splits_list[3] = {0, 1, 3};
+    /* CTA tile rows: automatic, then each width forced (16-byte path only) */
+    const int mt_list[4] = {0, 128, 192, 256};
+    for (int mi = 0; mi < (vec ? 4 : 1); mi++)
     for (int pr = 0; pr < 2; pr++)
         for (int si = 0; si < 3; si++) {
             if (!big && si == 0 && pr == 1) continue;
             sq_cuda_dw_prec prec = pr ? SQ_CUDA_DW_3XTF32 : SQ_CUDA_DW_TF32;
             double tol = pr ? 1e-5 : 2e-3;
             poison(t, SQ_F32, dwdev, M * ldw);
-            st = sq_cuda_bsr_dw(ctx, dwdev, ldw, dyd, ldy, M, gm, prec, splits_list[si]);
+            st = sq_cuda_bsr_dw_tile(ctx, dwdev, ldw, dyd, ldy, M, gm, prec, splits_list[si], mt_list[mi]);
             if (st != SQ_OK) {
-                report(t, 0, "%s dW %s splits %d: %s: %s", tag, pr ? "3xtf32" : "tf32", splits_list[si],
-                       sq_status_name(st), ctx->err);
+                report(t, 0, "%s dW %s splits %d tile %d: %s: %s", tag, pr ? "3xtf32" : "tf32", splits_list[si],
+                       mt_list[mi], sq_status_name(st), ctx->err);
                 continue;
             }
             if (!d2h(t, dwh, dwdev, (size_t)(M * ldw) * 4)) continue;
@@ -185,11 +191,12 @@ static void test_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, 
                 free(cd);
             }
             report(t, e <= tol && nf == 0 && stray == 0,
-                   "%s dW M=%lld %-6s splits %-4s rel %.2e (tol %.0e; vs cpu f32 %.2e)%s%s", tag,
-                   (long long)M, pr ? "3xtf32" : "tf32",
+                   "%s dW M=%lld tile %-4s %-6s splits %-4s rel %.2e (tol %.0e; vs cpu f32 %.2e)%s%s", tag,
+                   (long long)M, mi == 0 ? (vec ? "auto" : "128") : mi == 1 ? "128" : mi == 2 ? "192" : "256",
+                   pr ? "3xtf32" : "tf32",
                    si == 0 ? "auto" : si == 1 ? "1" : "3", e, tol, ecpu, nf ? " NON-FINITE" : "",
                    stray ? " WROTE PADDING" : "");
-            if (pr == 0 && si == 1) memcpy(first, dwh, (size_t)(M * ldw) * 4);
+            if (mi == 0 && pr == 0 && si == 1) memcpy(first, dwh, (size_t)(M * ldw) * 4);
         }
     /* rerun: bitwise the same */
     poison(t, SQ_F32, dwdev, M * ldw);
@@ -359,6 +366,8 @@ static void test_misc(tc *t)
     report(t, st == SQ_ERR_ARG, "bsr_dw with b = 12 -> %s: %s", sq_status_name(st), ctx->err);
     st = sq_cuda_bsr_dw(ctx, dd, K - 1, xd, K, 10, &gm, SQ_CUDA_DW_TF32, 0);
     report(t, st == SQ_ERR_ARG, "bsr_dw with ldw < K -> %s: %s", sq_status_name(st), ctx->err);
+    st = sq_cuda_bsr_dw_tile(ctx, dd, K, xd, K, 8, &gm, SQ_CUDA_DW_TF32, 0, 100);
+    report(t, st == SQ_ERR_ARG, "bsr_dw with a 100-row tile -> %s: %s", sq_status_name(st), ctx->err);
     st = sq_cuda_bsr_shape(ctx, R, K, b, 1.5, SQ_PRUNE_SCOPE_TENSOR, &odd);
     report(t, st == SQ_ERR_ARG, "bsr_shape keep 1.5 -> %s: %s", sq_status_name(st), ctx->err);
     report(t, sq_cuda_sync(ctx) == SQ_OK, "no launch failed for rejected arguments");
@@ -403,9 +412,12 @@ int main(void)
                 for (int sc = 0; sc < 2; sc++, c++)
                     test_case(t, shapes[s][0], shapes[s][1], bs[bi], keeps[ki], (sq_prune_scope)sc, c % NLAY,
                               DATA_NORMAL, shapes[s][2], 0);
-    /* a grid large enough for the automatic split choice to matter */
-    for (int bi = 1; bi < 4; bi++)
+    /* a grid large enough for the automatic split choice to matter; M = 452
+     * leaves a partial last tile at every tile width */
+    for (int bi = 1; bi < 4; bi++) {
         test_case(t, 3000, 260, bs[bi], 0.5, SQ_PRUNE_SCOPE_TENSOR, LAY_PAD_ALIGNED, DATA_NORMAL, 256, 1);
+        test_case(t, 2000, 200, bs[bi], 0.3, SQ_PRUNE_SCOPE_ROW, LAY_CONTIG, DATA_NORMAL, 452, 1);
+    }
     /* ties and non-finite scores */
     for (int bi = 0; bi < 4; bi++)
         for (int ki = 1; ki < 5; ki++)
