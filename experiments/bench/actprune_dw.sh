@@ -10,7 +10,7 @@
 # SQLite headers; see tests/cuda/gpu_check.sh).  Environment:
 #   OUT    where logs, CSVs and actprune_dw.md go (default /tmp/actprune_out)
 #   BUILD  build folder (default /tmp/build); DATA  scratch for x, dy, masks
-#   REPS   timed repeats per measurement (default 15); ARCH (default 90)
+#   REPS   timed repeats per measurement (default 15); ARCH (default 90a)
 #   COMMIT the commit measured (default: git rev-parse, else "unknown")
 #   AP_SHAPES, AP_BLOCKS, AP_KEEPS, AP_DIAG  a subset (actprune_dw_bench.cu)
 #   AP_TORCH=0  skip PyTorch and the table (for tuning runs)
@@ -20,7 +20,7 @@ OUT=${OUT:-/tmp/actprune_out}
 BUILD=${BUILD:-/tmp/build}
 DATA=${DATA:-/tmp/actprune_data}
 REPS=${REPS:-15}
-ARCH=${ARCH:-90}
+ARCH=${ARCH:-90a}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "$OUT" "$DATA"
 LOG=$OUT/run.log

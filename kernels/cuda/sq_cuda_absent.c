@@ -407,7 +407,30 @@ sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, i
 }
 
 sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy, int64_t M,
-                              const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile)
+                              const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile,
+                              sq_cuda_dw_kernel kernel)
+{
+    return absent(ctx, __func__);
+}
+
+int sq_cuda_bsr_dw_has_wgmma(const sq_ctx *ctx) { return 0; }
+
+sq_status sq_cuda_bsr_shape_crit(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
+                                 sq_prune_criterion crit, sq_prune_scope scope, sq_cuda_bsr *m)
+{
+    memset(m, 0, sizeof *m);
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_bsr_prune_pack_crit(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0, int64_t s1,
+                                      int64_t block, double keep, sq_prune_criterion crit,
+                                      sq_prune_scope scope)
+{
+    return absent(ctx, __func__);
+}
+
+sq_status sq_cuda_csr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy, int64_t M,
+                         const sq_cuda_bsr *m)
 {
     return absent(ctx, __func__);
 }

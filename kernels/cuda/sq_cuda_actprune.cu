@@ -1,4 +1,5 @@
-/* sq_cuda_actprune.cu — fused L2 prune-and-pack into BSR and the BSR weight
+/* sq_cuda_actprune.cu — fused prune-and-pack into BSR (l2, random, and the
+ * unstructured control as CSR), the CSR weight gradient and the BSR weight
  * gradient on tensor cores (see sq_cuda_actprune.h for the algorithms and
  * their guarantees; engine/sq_bsr.c holds the CPU references). */
 #include "sq_cuda_internal.h"
@@ -105,6 +106,21 @@ __global__ void k_scores(double *__restrict__ scores, const float *__restrict__ 
             for (int q = 0; q < b; q++) t += col[threadIdx.x * b + q];
             scores[i * nbc + j] = t;
         }
+    }
+}
+
+/* scores (n) float64 for the random criterion: one uniform draw in [0,1)
+ * (53 bits) per block from Philox4x32-10, key = the context's seed, counter
+ * = (block index, the call's offset), so a draw depends only on the seed,
+ * the offset and the block, never on the launch shape. */
+__global__ void k_scores_random(double *__restrict__ scores, int64_t n, unsigned k0, unsigned k1,
+                                unsigned o0, unsigned o1)
+{
+    SQ_GRID_LOOP(p, n) {
+        unsigned ctr[4] = {(unsigned)p, (unsigned)((uint64_t)p >> 32), o0, o1}, key[2] = {k0, k1}, r[4];
+        sq_philox4x32_10(ctr, key, r);
+        unsigned long long u = (((unsigned long long)r[0] << 32) | r[1]) >> 11;
+        scores[p] = (double)u * 0x1.0p-53;
     }
 }
 
@@ -285,27 +301,37 @@ __global__ void __launch_bounds__(TILE_THREADS) k_tile_write(
     }
 }
 
-/* Scope row: one CTA per block row selects its kr best of nbc (radix select
- * in shared memory, then the same ordered tie-break) and writes its slots. */
-__global__ void __launch_bounds__(256) k_row_select(int *__restrict__ slotmap,
+/* Scope row, and the per-block-row budget of the unstructured control: the
+ * n scores are consecutive segments of seglen (the last may be shorter);
+ * one CTA per segment selects its min(kr, length) best (radix select in
+ * shared memory, then the same ordered tie-break) and writes their slots.
+ * The scores are a grid of ncols columns (seglen a multiple of ncols):
+ * col_idx = p % ncols, row_ptr[p / ncols] = the slot of the first kept
+ * entry at or after p for every row start p, row_ptr[n / ncols] = total.
+ * Blocks (scope row): seglen = ncols = nbc.  CSR entries: seglen = b*K
+ * (one block row of x), ncols = K. */
+__global__ void __launch_bounds__(256) k_seg_select(int *__restrict__ slotmap,
                                                     int *__restrict__ blk_id,
                                                     int32_t *__restrict__ col_idx,
                                                     int64_t *__restrict__ row_ptr,
-                                                    const double *__restrict__ scores, int64_t nbr,
-                                                    int64_t nbc, int64_t kr)
+                                                    const double *__restrict__ scores, int64_t n,
+                                                    int64_t seglen, int64_t ncols, int64_t kr,
+                                                    int64_t total)
 {
     __shared__ unsigned int h[256];
     __shared__ int sh[32];
     __shared__ unsigned long long s_prefix;
     __shared__ long long s_need;
     __shared__ int s_shift, s_done;
-    const int64_t i = blockIdx.x;
-    const double *s = scores + i * nbc;
+    const int64_t i = blockIdx.x, p0 = i * seglen;
+    const int64_t len = min(seglen, n - p0);
+    const double *s = scores + p0;
+    const int64_t kk = kr < len ? kr : len;
     if (threadIdx.x == 0) {
         s_prefix = 0;
-        s_need = kr < nbc ? kr : nbc;
+        s_need = kk;
         s_shift = 64;
-        s_done = kr >= nbc;
+        s_done = kr >= len;
     }
     for (;;) {
         __syncthreads();
@@ -314,7 +340,7 @@ __global__ void __launch_bounds__(256) k_row_select(int *__restrict__ slotmap,
         const unsigned long long prefix = s_prefix;
         h[threadIdx.x] = 0;
         __syncthreads();
-        for (int64_t j = threadIdx.x; j < nbc; j += blockDim.x) {
+        for (int64_t j = threadIdx.x; j < len; j += blockDim.x) {
             unsigned long long key = key_f64(s[j]);
             if (shift < 64 && (key >> shift) != (prefix >> shift)) continue;
             atomicAdd(&h[(key >> nshift) & 0xff], 1u);
@@ -334,32 +360,30 @@ __global__ void __launch_bounds__(256) k_row_select(int *__restrict__ slotmap,
     const int shift = s_shift;
     const unsigned long long prefix = s_prefix;
     const long long need = s_need;
-    const int64_t kk = kr < nbc ? kr : nbc;
+    /* every earlier segment is full length and kept min(kr, seglen) */
+    const int64_t base = i * (kr < seglen ? kr : seglen);
     long long ceq = 0, ck = 0;
-    for (int64_t c0 = 0; c0 < nbc; c0 += blockDim.x) {
+    for (int64_t c0 = 0; c0 < len; c0 += blockDim.x) {
         int64_t j = c0 + threadIdx.x;
-        int c = j < nbc ? classify(s[j], shift, prefix) : 0, tot;
+        int c = j < len ? classify(s[j], shift, prefix) : 0, tot;
         long long eqr = ceq + block_exscan(c == 1, sh, &tot);
         int keep = c == 2 || (c == 1 && eqr < need);
         ceq += tot;
         int exk = block_exscan(keep, sh, &tot);
-        if (j < nbc) {
-            int64_t p = i * nbc + j;
+        if (j < len) {
+            int64_t p = p0 + j, pos = base + ck + exk, col = p % ncols;
+            if (col == 0) row_ptr[p / ncols] = pos;
             if (keep) {
-                int64_t pos = i * kk + ck + exk;
                 slotmap[p] = (int)pos;
                 blk_id[pos] = (int)p;
-                col_idx[pos] = (int32_t)j;
+                col_idx[pos] = (int32_t)col;
             } else {
                 slotmap[p] = -1;
             }
         }
         ck += tot;
     }
-    if (threadIdx.x == 0) {
-        row_ptr[i] = i * kk;
-        if (i == nbr - 1) row_ptr[nbr] = nbr * kk;
-    }
+    if (threadIdx.x == 0 && i == gridDim.x - 1) row_ptr[n / ncols] = total;
 }
 
 #define COL_THREADS 256
@@ -501,6 +525,34 @@ extern "C" sq_status sq_cuda_bsr_shape(sq_ctx *ctx, int64_t R, int64_t K, int64_
     return SQ_OK;
 }
 
+extern "C" sq_status sq_cuda_bsr_shape_crit(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
+                                            sq_prune_criterion crit, sq_prune_scope scope, sq_cuda_bsr *m)
+{
+    if ((unsigned)crit >= SQ_PRUNE_NCRITERIA) {
+        memset(m, 0, sizeof *m);
+        return sq_fail(ctx, SQ_ERR_ARG, "bsr_shape: unknown criterion %d", (int)crit);
+    }
+    sq_cuda_bsr blk;
+    SQ_TRY(sq_cuda_bsr_shape(ctx, R, K, b, keep, scope, &blk)); /* checks b, keep, scope */
+    if (crit != SQ_PRUNE_TOPK_UNSTRUCTURED) {
+        *m = blk;
+        return SQ_OK;
+    }
+    /* CSR: the entries are the 1x1 blocks of the same matrix */
+    SQ_TRY(sq_cuda_bsr_shape(ctx, R, K, 1, 1.0, SQ_PRUNE_SCOPE_TENSOR, m));
+    const int64_t n = R * K;
+    if (scope == SQ_PRUNE_SCOPE_TENSOR) {
+        double e = (double)blk.nnzb * (double)b * (double)b;
+        m->nnzb = e >= (double)n ? n : blk.nnzb * b * b;
+    } else { /* a block row is b rows: b*K consecutive entries (one segment when b >= R) */
+        int64_t seg = (b < R ? b : R) * K, kr;
+        double e = (double)sq_select_count(keep, blk.nbc) * (double)b * (double)b;
+        kr = e >= (double)seg ? seg : sq_select_count(keep, blk.nbc) * b * b;
+        m->nnzb = sq_select_segments_total(n, seg, kr);
+    }
+    return SQ_OK;
+}
+
 /* the six buffers in one table, for alloc / free / bytes */
 static void bsr_bufs(sq_cuda_bsr *m, void ***pp, size_t *bytes)
 {
@@ -601,20 +653,24 @@ static void *carve(char **p, size_t bytes)
     return r;
 }
 
-extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
-                                            int64_t s1, double keep, sq_prune_scope scope)
+extern "C" sq_status sq_cuda_bsr_prune_pack_crit(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
+                                                 int64_t s1, int64_t block, double keep,
+                                                 sq_prune_criterion crit, sq_prune_scope scope)
 {
     const char *fn = "bsr_prune_pack";
     SQ_CUDA_ENTER(ctx, fn);
     SQ_TRY(need_bsr_t(ctx, fn, m, 0));
     const int with_t = m->col_ptr != NULL; /* build the transposed index too */
+    const int csr = crit == SQ_PRUNE_TOPK_UNSTRUCTURED;
     sq_cuda_bsr want;
-    SQ_TRY(sq_cuda_bsr_shape(ctx, m->rows, m->cols, m->b, keep, scope, &want));
-    if (want.nnzb != m->nnzb)
-        return sq_fail(ctx, SQ_ERR_ARG, "%s: the matrix has room for %lld blocks, keep %g (scope %s) "
-                       "of %lldx%lld blocks keeps %lld (shape it with sq_cuda_bsr_shape)", fn,
-                       (long long)m->nnzb, keep, sq_prune_scope_name(scope), (long long)m->nbr,
-                       (long long)m->nbc, (long long)want.nnzb);
+    SQ_TRY(sq_cuda_bsr_shape_crit(ctx, m->rows, m->cols, block, keep, crit, scope, &want));
+    if (want.b != m->b || want.nnzb != m->nnzb)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: the matrix has b %lld and room for %lld %s, criterion %s at "
+                       "keep %g (scope %s, block %lld) needs b %lld and %lld (shape it with "
+                       "sq_cuda_bsr_shape_crit)", fn, (long long)m->b, (long long)m->nnzb,
+                       csr ? "entries" : "blocks", sq_prune_criterion_name(crit), keep,
+                       sq_prune_scope_name(scope), (long long)block, (long long)want.b, (long long)want.nnzb);
+    /* b: the stored block edge (1 for CSR); block: the edge the budget counts in */
     const int64_t R = m->rows, K = m->cols, b = m->b, nbr = m->nbr, nbc = m->nbc, nb = nbr * nbc;
     if (b > SC_THREADS)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: block size %lld > %d is not supported on the GPU", fn,
@@ -623,6 +679,9 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
         return sq_fail(ctx, SQ_ERR_ARG, "%s: x is missing or has negative strides", fn);
     sq_cuda_ctx *cu = ctx->cuda;
     cudaStream_t s = cu->stream;
+    /* random: one Philox offset per call, as dropout (taken even when empty,
+     * so the stream of offsets does not depend on the sizes) */
+    const uint64_t rseed = cu->rng_seed, roff = crit == SQ_PRUNE_RANDOM ? cu->rng_offset++ : 0;
     if (nb == 0) { /* no blocks: empty row and column pointers */
         cudaMemsetAsync(m->row_ptr, 0, (size_t)(nbr + 1) * 8, s);
         if (with_t) cudaMemsetAsync(m->col_ptr, 0, (size_t)(nbc + 1) * 8, s);
@@ -651,11 +710,20 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
     int *colcnt = (int *)carve(&wp, (size_t)nbc * 4);
     sq_status st = SQ_OK;
 
-    /* 1. scores: the first pass over x */
-    k_scores<<<dim3((unsigned)nbr, (unsigned)cdiv(nbc, bpt)), SC_THREADS, 0, s>>>(scores, x, R, K, s0, s1,
-                                                                                  (int)b, nbc);
-    st = sq_cuda_launched(ctx, "bsr_prune_pack/scores", "R %lld, K %lld, b %lld", (long long)R,
-                          (long long)K, (long long)b);
+    /* 1. scores: the first pass over x (l2: squared block norms; CSR: x²
+     * per entry, which is exact in float64 and ranks as |x| does, ties and
+     * NaN included), or Philox draws (random, x not read) */
+    if (crit == SQ_PRUNE_RANDOM) {
+        k_scores_random<<<sq_cuda_grid(nb, 256), 256, 0, s>>>(scores, nb, (unsigned)rseed,
+                                                              (unsigned)(rseed >> 32), (unsigned)roff,
+                                                              (unsigned)(roff >> 32));
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/scores_random", "%lld blocks", (long long)nb);
+    } else {
+        k_scores<<<dim3((unsigned)nbr, (unsigned)cdiv(nbc, bpt)), SC_THREADS, 0, s>>>(scores, x, R, K, s0, s1,
+                                                                                      (int)b, nbc);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/scores", "R %lld, K %lld, b %lld", (long long)R,
+                              (long long)K, (long long)b);
+    }
     /* 2. select, slots, row_ptr, col_idx */
     if (st == SQ_OK && scope == SQ_PRUNE_SCOPE_TENSOR) {
         k_sel_init<<<1, 256, 0, s>>>(sel, (long long)m->nnzb, (long long)nb);
@@ -669,10 +737,17 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
         st = sq_cuda_launched(ctx, "bsr_prune_pack/select", "%lld blocks, keep %lld", (long long)nb,
                               (long long)m->nnzb);
     } else if (st == SQ_OK) {
-        k_row_select<<<(unsigned)nbr, 256, 0, s>>>(slotmap, blk_id, m->col_idx, m->row_ptr, scores, nbr,
-                                                   nbc, m->nnzb / nbr);
-        st = sq_cuda_launched(ctx, "bsr_prune_pack/select_rows", "%lld x %lld blocks, keep %lld per row",
-                              (long long)nbr, (long long)nbc, (long long)(m->nnzb / nbr));
+        /* segments: a block row of the grid, or for CSR a block row of x
+         * (min(block, R) rows of K entries) with the budget in entries */
+        int64_t kb = sq_select_count(keep, cdiv(K, block)), seg = nbc, kr = kb;
+        if (csr) {
+            seg = (block < R ? block : R) * K;
+            kr = (double)kb * (double)block * (double)block >= (double)seg ? seg : kb * block * block;
+        }
+        k_seg_select<<<(unsigned)cdiv(nb, seg), 256, 0, s>>>(slotmap, blk_id, m->col_idx, m->row_ptr, scores, nb,
+                                                             seg, nbc, kr, m->nnzb);
+        st = sq_cuda_launched(ctx, "bsr_prune_pack/select_rows", "%lld segments of %lld, keep %lld per segment",
+                              (long long)cdiv(nb, seg), (long long)seg, (long long)kr);
     }
     /* 3. transposed index (when the caller allocated it) */
     if (st == SQ_OK && with_t) {
@@ -697,6 +772,13 @@ extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const f
     }
     sq_cuda_ws_free(ctx, ws, ws_bytes); /* stream-ordered reuse: safe */
     return st;
+}
+
+extern "C" sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
+                                            int64_t s1, double keep, sq_prune_scope scope)
+{
+    if (!m) return sq_fail(ctx, SQ_ERR_ARG, "bsr_prune_pack: matrix is missing");
+    return sq_cuda_bsr_prune_pack_crit(ctx, m, x, s0, s1, m->b, keep, SQ_PRUNE_L2, scope);
 }
 
 /* slotmap[i*nbc + col_idx[p]] = p for every stored block p of block row i
@@ -808,6 +890,82 @@ extern "C" sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_b
                                                 (int)m->b);
     return sq_cuda_launched(ctx, "bsr_to_dense", "%lldx%lld, b %lld", (long long)m->rows,
                             (long long)m->cols, (long long)m->b);
+}
+
+/* ============================================================================
+ * CSR weight gradient (b = 1, the unstructured control): dW (M,K) = dyᵀ · x̂
+ * ========================================================================== */
+
+#define CSR_JT 32  /* dW columns per CTA: 8 warps x 4 */
+#define CSR_QT 128 /* dW rows per CTA: 32 lanes x 4 */
+
+/* CTA (column tile, row tile): warp w sums columns j0+4w..j0+4w+3 over their
+ * kept entries (transposed index: rows ascending), lane l rows q0+l+32u;
+ * products and sums in float64, one rounding to float32 at the end, in a
+ * fixed order (deterministic, no atomics).  The tile goes through shared
+ * memory so that the stores run along dW's rows. */
+__global__ void __launch_bounds__(256) k_csr_dw(float *__restrict__ dw, int64_t ldw,
+                                                const float *__restrict__ dy, int64_t ldy, int64_t M,
+                                                int64_t K, const int64_t *__restrict__ col_ptr,
+                                                const int32_t *__restrict__ t_row,
+                                                const int32_t *__restrict__ t_blk,
+                                                const float *__restrict__ values)
+{
+    __shared__ float tile[CSR_JT][CSR_QT + 1];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int64_t j0 = (int64_t)blockIdx.x * CSR_JT, q0 = (int64_t)blockIdx.y * CSR_QT;
+#pragma unroll
+    for (int c = 0; c < 4; c++) {
+        const int jl = w * 4 + c;
+        const int64_t j = j0 + jl;
+        double acc[4] = {0, 0, 0, 0};
+        if (j < K)
+            for (int64_t p = col_ptr[j]; p < col_ptr[j + 1]; p++) {
+                const double v = values[t_blk[p]];
+                const float *g = dy + (int64_t)t_row[p] * ldy + q0 + lane;
+#pragma unroll
+                for (int u = 0; u < 4; u++)
+                    if (q0 + lane + 32 * u < M) acc[u] = fma(v, (double)g[32 * u], acc[u]);
+            }
+#pragma unroll
+        for (int u = 0; u < 4; u++) tile[jl][lane + 32 * u] = (float)acc[u];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < CSR_JT * CSR_QT; e += 256) {
+        const int ql = e / CSR_JT, jl = e - ql * CSR_JT;
+        const int64_t q = q0 + ql, j = j0 + jl;
+        if (q < M && j < K) dw[q * ldw + j] = tile[jl][ql];
+    }
+}
+
+extern "C" sq_status sq_cuda_csr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
+                                    int64_t M, const sq_cuda_bsr *m)
+{
+    const char *fn = "csr_dw";
+    SQ_CUDA_ENTER(ctx, fn);
+    SQ_TRY(need_bsr(ctx, fn, m));
+    if (m->b != 1)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: the matrix has %lldx%lld blocks, not single entries (b = 1: "
+                       "the topk_unstructured CSR); use sq_cuda_bsr_dw", fn, (long long)m->b, (long long)m->b);
+    const int64_t R = m->rows, K = m->cols;
+    if (M < 0 || ldw < K || ldy < M)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: M %lld, ldw %lld (need >= K = %lld), ldy %lld (need >= M)", fn,
+                       (long long)M, (long long)ldw, (long long)K, (long long)ldy);
+    if (M == 0 || K == 0) return SQ_OK;
+    if ((!dw) || (R > 0 && !dy)) return sq_fail(ctx, SQ_ERR_ARG, "%s: dw or dy is missing", fn);
+    if (cdiv(M, CSR_QT) > 65535)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: M %lld is too large for the grid (at most %d)", fn, (long long)M,
+                       65535 * CSR_QT);
+    dim3 grid((unsigned)cdiv(K, CSR_JT), (unsigned)cdiv(M, CSR_QT));
+    k_csr_dw<<<grid, 256, 0, ctx->cuda->stream>>>(dw, ldw, dy, ldy, M, K, m->col_ptr, m->t_row, m->t_blk,
+                                                  m->values);
+    sq_status st = sq_cuda_launched(ctx, fn, "M %lld, K %lld, R %lld, %lld entries", (long long)M, (long long)K,
+                                    (long long)R, (long long)m->nnzb);
+    if (st == SQ_OK) { /* one SpMM, counted like the GEMM it replaces (as sq_bsr_dw) */
+        ctx->stats.gemm_calls++;
+        ctx->stats.gemm_flops += 2.0 * (double)M * (double)m->nnzb;
+    }
+    return st;
 }
 
 /* ============================================================================
@@ -1175,6 +1333,263 @@ static sq_status launch_dw_b(sq_ctx *ctx, int mt, int x3, int vec, unsigned grid
 #undef SQ_DW_GO
 }
 
+
+/* ----------------------------------------------------------------------------
+ * Hopper path (TF32, b = 32 or 64): the same walk over the group's union of
+ * kept blocks, but the MMAs are warpgroup MMAs (wgmma.mma_async m64nBk8), one
+ * per kept block and k8 step, issued asynchronously: dy comes from registers
+ * (loaded from shared memory with the row permutation below), x̂ from shared
+ * memory through a matrix descriptor.  TF32 wgmma reads shared operands only
+ * K-major, so x̂'s block rows are transposed on their way in (4-byte
+ * cp.async into the "interleave" core-matrix layout: 8 columns x 4 rows of
+ * 16 bytes per 128-byte core matrix, LBO 128 along k, SBO 256 along n).
+ * Needs sm_90a (CMAKE_CUDA_ARCHITECTURES 90a, the default); elsewhere the
+ * mma.sync kernel above runs.
+ * -------------------------------------------------------------------------- */
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define SQ_WG_BODY 1
+#endif
+
+__device__ __forceinline__ void wgmma_n64(float *d, const unsigned *a, uint64_t desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n64k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, 1, 1, 1;\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+__device__ __forceinline__ void wgmma_n32(float *d, const unsigned *a, uint64_t desc)
+{
+    asm volatile("wgmma.mma_async.sync.aligned.m64n32k8.f32.tf32.tf32 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "{%16, %17, %18, %19}, %20, 1, 1, 1;\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void fence_proxy_async()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* K-major, no swizzle: LBO (next core matrix along k) 128 B, SBO (along n) 256 B */
+__device__ __forceinline__ uint64_t wg_desc(const void *smem)
+{
+    const uint64_t a = (uint64_t)__cvta_generic_to_shared(smem);
+    return ((a & 0x3FFFF) >> 4) | ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(256 >> 4) << 32);
+}
+
+#define WG_BSTAGE (32 * DW_NT) /* floats of x̂ per stage: 32 rows x 128 columns */
+
+template <int B, int MT>
+__global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
+    k_bsr_dw_wg(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
+                int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
+                const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
+                int64_t K, int64_t nbr, int64_t nbc, int groups, int mtiles, int splits)
+{
+#ifdef SQ_WG_BODY
+    static_assert(B == 32 || B == 64, "wgmma path: b 32 or 64");
+    constexpr int G = DW_NT / B, KC = 32, CPB = B / KC;
+    constexpr int NTH = dw_cfg<MT>::THREADS, DW_STAGES = dw_cfg<MT>::STAGES, DW_RING = dw_cfg<MT>::RING;
+    constexpr int LDA = dw_cfg<MT>::LDA;
+    constexpr int STAGE_A = KC * LDA;
+    extern __shared__ __align__(128) float smem[];
+    float *sB = smem;                       /* [STAGES][32*128]: x̂, core-matrix layout (aligned) */
+    float *sA = smem + DW_STAGES * WG_BSTAGE; /* [STAGES][KC][LDA]: dy rows, m contiguous */
+    __shared__ dw_desc<G> desc[DW_RING];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int wg = warp >> 2, wq = warp & 3; /* warpgroup, warp in it */
+    const int64_t lin = blockIdx.x;
+    const int grp = (int)(lin % groups);
+    const int mt = (int)((lin / groups) % mtiles);
+    const int split = (int)(lin / ((int64_t)groups * mtiles));
+    const int64_t m0 = (int64_t)mt * MT, n0 = (int64_t)grp * DW_NT;
+    const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
+
+    int cur = 0, end = 0, head = INT_MAX, chunk = 0, myblk = 0, crow = -1;
+    unsigned cmask = 0;
+    if (warp == 0) {
+        int64_t j = (int64_t)grp * G + lane;
+        if (lane < G && j < nbc) {
+            int64_t lo = col_ptr[j], hi = col_ptr[j + 1];
+            int64_t a = lo, z = hi;
+            while (a < z) {
+                int64_t md = (a + z) >> 1;
+                if (t_row[md] < ib) a = md + 1;
+                else z = md;
+            }
+            cur = (int)a;
+            z = hi;
+            while (a < z) {
+                int64_t md = (a + z) >> 1;
+                if (t_row[md] < ie) a = md + 1;
+                else z = md;
+            }
+            end = (int)a;
+            head = cur < end ? t_row[cur] : INT_MAX;
+        }
+    }
+    auto make_desc = [&](int slot) {
+        if (chunk == 0) {
+            int mn = __reduce_min_sync(FULL_MASK, head);
+            if (mn == INT_MAX) {
+                crow = -1;
+                cmask = 0;
+            } else {
+                cmask = __ballot_sync(FULL_MASK, head == mn);
+                crow = mn;
+                if (head == mn) {
+                    myblk = t_blk[cur];
+                    cur++;
+                    head = cur < end ? t_row[cur] : INT_MAX;
+                }
+            }
+        }
+        if (lane < G) desc[slot].blk[lane] = myblk;
+        if (lane == 0) {
+            desc[slot].row = crow;
+            desc[slot].mask = cmask;
+            desc[slot].chunk = chunk;
+        }
+        if (crow >= 0) chunk = chunk + 1 == CPB ? 0 : chunk + 1;
+    };
+
+    auto load_stage = [&](int st, const dw_desc<G> &d) {
+        float *a = sA + st * STAGE_A;
+        char *bm = reinterpret_cast<char *>(sB + st * WG_BSTAGE);
+        const int64_t r0 = (int64_t)d.row * B + d.chunk * KC;
+#pragma unroll
+        for (int q = tid; q < KC * (MT / 4); q += NTH) {
+            int kk = q / (MT / 4), mq = (q - kk * (MT / 4)) * 4;
+            int64_t r = r0 + kk, mm = m0 + mq;
+            bool ok = r < R && mm < M;
+            cp_async16(a + kk * LDA + mq, ok ? dy + r * ldy + mm : dy, ok ? 16 : 0);
+        }
+        /* x̂: element (k, n = g*B + c) of the stage to byte
+         * (k/8)*4096 + (n/8)*256 + ((k/4)%2)*128 + (n%8)*16 + (k%4)*4;
+         * a warp covers (k%4, n%8) = 32 distinct banks */
+#pragma unroll 4
+        for (int q = tid; q < KC * DW_NT; q += NTH) {
+            const int e = q & 31, k4 = e & 3, n8 = e >> 2;
+            int rest = q >> 5;
+            const int nq = rest % (B / 8);
+            rest /= B / 8;
+            const int kq = rest % (KC / 4), g = rest / (KC / 4);
+            if (!((d.mask >> g) & 1u)) continue;
+            const int k = kq * 4 + k4, c = nq * 8 + n8, n = g * B + c;
+            const float *src = vals + (int64_t)d.blk[g] * (B * B) + (int64_t)(d.chunk * KC + k) * B + c;
+            cp_async4(bm + (k >> 3) * 4096 + (n >> 3) * 256 + ((k >> 2) & 1) * 128 + (n & 7) * 16 + (k & 3) * 4,
+                      src, 4);
+        }
+    };
+
+    const int gid = lane >> 2, tig = lane & 3;
+    /* fragment row gid of this warp -> m = wg*64 + wq*16 + 2*gid, row gid+8 -> m + 1 */
+    const int am = wg * 64 + wq * 16 + 2 * gid;
+    float acc[G][B / 2];
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int i = 0; i < B / 2; i++) acc[g][i] = 0.f;
+
+    if (warp == 0)
+        for (int q = 0; q < DW_STAGES; q++) make_desc(q);
+    __syncthreads();
+#pragma unroll
+    for (int q = 0; q < DW_STAGES - 1; q++) {
+        if (desc[q].row >= 0) load_stage(q, desc[q]);
+        cp_async_commit();
+    }
+
+    for (int it = 0;; it++) {
+        cp_async_wait<DW_STAGES - 2>();
+        fence_proxy_async(); /* this thread's cp.async writes, visible to the wgmma (async proxy) */
+        __syncthreads();
+        const int row = desc[it % DW_RING].row;
+        if (row < 0) break; /* uniform */
+        const unsigned mask = desc[it % DW_RING].mask;
+        {
+            const int nx = it + DW_STAGES - 1;
+            const dw_desc<G> &dn = desc[nx % DW_RING];
+            if (dn.row >= 0) load_stage(nx % DW_STAGES, dn);
+            cp_async_commit();
+        }
+        if (warp == 0) make_desc((it + DW_STAGES) % DW_RING);
+
+        const float *a = sA + (it % DW_STAGES) * STAGE_A;
+        const float *bst = sB + (it % DW_STAGES) * WG_BSTAGE;
+        unsigned af[KC / 8][4];
+#pragma unroll
+        for (int s8 = 0; s8 < KC / 8; s8++) {
+            const float2 lo = *reinterpret_cast<const float2 *>(a + (s8 * 8 + tig) * LDA + am);
+            const float2 hi = *reinterpret_cast<const float2 *>(a + (s8 * 8 + tig + 4) * LDA + am);
+            af[s8][0] = tf32_rn(lo.x), af[s8][1] = tf32_rn(lo.y);
+            af[s8][2] = tf32_rn(hi.x), af[s8][3] = tf32_rn(hi.y);
+        }
+        wgmma_fence();
+        /* block by block (the branch is uniform), its four k8 steps back to back */
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            if (!((mask >> g) & 1u)) continue;
+#pragma unroll
+            for (int s8 = 0; s8 < KC / 8; s8++) {
+                const uint64_t dsc = wg_desc(reinterpret_cast<const char *>(bst) + s8 * 4096 + g * (B / 8) * 256);
+                if (B == 64) wgmma_n64(acc[g], af[s8], dsc);
+                else wgmma_n32(acc[g], af[s8], dsc);
+            }
+        }
+        wgmma_commit();
+        wgmma_wait0(); /* the stage's buffers are refilled after the next barrier */
+    }
+
+    float *o = out + (int64_t)split * split_stride;
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int i = 0; i < B / 2; i++) {
+            const int64_t mm = m0 + am + ((i >> 1) & 1);
+            const int64_t nn = n0 + g * B + 8 * (i >> 2) + 2 * tig + (i & 1);
+            if (mm < M && nn < K) o[mm * ldo + nn] = acc[g][i];
+        }
+#endif
+}
+
+template <int B, int MT>
+static sq_status launch_dw_wg(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, int64_t sstride,
+                              const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups,
+                              int mtiles, int splits)
+{
+    typedef dw_cfg<MT> C;
+    const size_t smem = (size_t)C::STAGES * (WG_BSTAGE + 32 * C::LDA) * sizeof(float);
+    auto kern = k_bsr_dw_wg<B, MT>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
+                       smem, cudaGetErrorString(e));
+    }
+    kern<<<grid, C::THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
+                                                        m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
+                                                        m->nbc, groups, mtiles, splits);
+    return SQ_OK;
+}
+
+static sq_status launch_wg(sq_ctx *ctx, int b, int mt, unsigned grid, float *out, int64_t ldo, int64_t sstride,
+                           const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups, int mtiles,
+                           int splits)
+{
+#define SQ_WG_GO(B_, MT_) \
+    launch_dw_wg<B_, MT_>(ctx, grid, out, ldo, sstride, dy, ldy, m, M, groups, mtiles, splits)
+    if (b == 64) return mt == 256 ? SQ_WG_GO(64, 256) : mt == 192 ? SQ_WG_GO(64, 192) : SQ_WG_GO(64, 128);
+    return mt == 256 ? SQ_WG_GO(32, 256) : mt == 192 ? SQ_WG_GO(32, 192) : SQ_WG_GO(32, 128);
+#undef SQ_WG_GO
+}
+
 /* rows per CTA tile for M dW rows: the widest of 256 / 192 that wastes at
  * most 1/16 of the rows in the last tile, else 128 */
 static int dw_pick_mtile(int64_t M)
@@ -1204,12 +1619,22 @@ static int64_t dw_pick_splits(int64_t tiles, int64_t slots, int64_t nbr, int64_t
 extern "C" sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                                     int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits)
 {
-    return sq_cuda_bsr_dw_tile(ctx, dw, ldw, dy, ldy, M, m, prec, splits, 0);
+    return sq_cuda_bsr_dw_tile(ctx, dw, ldw, dy, ldy, M, m, prec, splits, 0, SQ_CUDA_DW_AUTO);
+}
+
+extern "C" int sq_cuda_bsr_dw_has_wgmma(const sq_ctx *ctx)
+{
+#ifdef SQ_CUDA_SM90A
+    return ctx->cuda && ctx->cuda->cc_major == 9 && ctx->cuda->cc_minor == 0;
+#else
+    (void)ctx;
+    return 0;
+#endif
 }
 
 extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                                          int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits,
-                                         int mtile)
+                                         int mtile, sq_cuda_dw_kernel kernel)
 {
     const char *fn = "bsr_dw";
     SQ_CUDA_ENTER(ctx, fn);
@@ -1222,6 +1647,8 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
         return sq_fail(ctx, SQ_ERR_ARG, "%s: unknown precision %d", fn, (int)prec);
     if (mtile != 0 && mtile != 128 && mtile != 192 && mtile != 256)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: tile of %d rows: 0 (automatic), 128, 192 or 256", fn, mtile);
+    if (kernel != SQ_CUDA_DW_AUTO && kernel != SQ_CUDA_DW_MMA && kernel != SQ_CUDA_DW_WGMMA)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: unknown kernel %d", fn, (int)kernel);
     if (M < 0 || splits < 0)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: M = %lld and splits = %d must be >= 0", fn, (long long)M, splits);
     if (ldy < (M > 1 ? M : 1) || ldw < (K > 1 ? K : 1))
@@ -1233,6 +1660,12 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
         return sq_fail(ctx, SQ_ERR_ARG, "%s: BSR values must be 16-byte aligned", fn);
     const int vec = M % 4 == 0 && ldy % 4 == 0 && ((uintptr_t)dy & 15) == 0;
     const int MT = !vec ? 128 : mtile ? mtile : dw_pick_mtile(M);
+    /* the wgmma kernel: TF32, b 32/64, 16-byte dy loads, an sm_90a build on sm_90 */
+    const int wg_ok = prec == SQ_CUDA_DW_TF32 && (b == 32 || b == 64) && vec && sq_cuda_bsr_dw_has_wgmma(ctx);
+    if (kernel == SQ_CUDA_DW_WGMMA && !wg_ok)
+        return sq_fail(ctx, SQ_ERR_ARG, "%s: the wgmma kernel needs TF32, b 32 or 64, M and ldy multiples of 4, "
+                       "a build for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and an sm_90 GPU", fn);
+    const int use_wg = kernel == SQ_CUDA_DW_MMA ? 0 : wg_ok;
     const int G = DW_NT / (int)b;
     const int64_t mtiles = cdiv(M, MT), groups = cdiv(m->nbc, G);
     const int64_t tiles = mtiles * groups;
@@ -1255,16 +1688,20 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
     int64_t ldo = S > 1 ? K : ldw, sstride = M * K;
     unsigned grid = (unsigned)(tiles * S);
     sq_status st;
-    switch (b) {
-    case 8: st = launch_dw_b<8>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    case 16: st = launch_dw_b<16>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    case 32: st = launch_dw_b<32>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
-    default: st = launch_dw_b<64>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+    if (use_wg) {
+        st = launch_wg(ctx, (int)b, MT, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S);
+    } else {
+        switch (b) {
+        case 8: st = launch_dw_b<8>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+        case 16: st = launch_dw_b<16>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+        case 32: st = launch_dw_b<32>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+        default: st = launch_dw_b<64>(ctx, MT, x3, vec, grid, out, ldo, sstride, dy, ldy, m, M, (int)groups, (int)mtiles, (int)S); break;
+        }
     }
     if (st == SQ_OK)
-        st = sq_cuda_launched(ctx, "bsr_dw", "M %lld, K %lld, R %lld, b %lld, %lld blocks, %d-row tiles, %lld splits, %s%s",
+        st = sq_cuda_launched(ctx, "bsr_dw", "M %lld, K %lld, R %lld, b %lld, %lld blocks, %s, %d-row tiles, %lld splits, %s%s",
                               (long long)M, (long long)K, (long long)R, (long long)b, (long long)m->nnzb,
-                              MT, (long long)S, x3 ? "3xtf32" : "tf32", vec ? "" : ", scalar dy loads");
+                              use_wg ? "wgmma" : "mma.sync", MT, (long long)S, x3 ? "3xtf32" : "tf32", vec ? "" : ", scalar dy loads");
     if (st == SQ_OK && S > 1) {
         k_split_sum<<<sq_cuda_grid(M * K, 256), 256, 0, ctx->cuda->stream>>>(dw, ldw, part, (int)S, M, K);
         st = sq_cuda_launched(ctx, "bsr_dw/split_sum", "M %lld, K %lld, %lld splits", (long long)M,

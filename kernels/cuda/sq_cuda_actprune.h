@@ -1,8 +1,10 @@
 /* sq_cuda_actprune.h — the GPU kernels of structured activation pruning
- * (methods.md §1): a fused L2 prune-and-pack of a dense float32 activation
- * into the BSR layout of engine/sq_bsr.h, and the BSR weight gradient
- * dW = dyᵀ·x̂ on tensor cores.  CPU references: sq_bsr_prune_pack (criterion
- * l2) and sq_bsr_dw; tests/cuda/test_cuda_actprune.c compares them.
+ * (methods.md §1): a fused prune-and-pack of a dense float32 activation
+ * into the BSR layout of engine/sq_bsr.h (criterion l2, the method, and the
+ * controls random and topk_unstructured), the BSR weight gradient
+ * dW = dyᵀ·x̂ on tensor cores and the CSR one for the unstructured control.
+ * CPU references: sq_bsr_prune_pack and sq_bsr_dw;
+ * tests/cuda/test_cuda_actprune.c compares them.
  *
  * Raw device buffers, like sq_cuda_kernels.h: no tensors and no autograd.
  * The BSR lives in a caller-owned sq_cuda_bsr whose buffers the caller
@@ -27,6 +29,24 @@
  * so two blocks whose float64 scores differ by a few ulps (about 1e-16
  * relative) could rank the other way; blocks with equal contents always
  * score equally.
+ *
+ * The controls (sq_cuda_bsr_prune_pack_crit) run through the same selection:
+ *   random: step 1 draws one uniform float64 in [0,1) per block from the
+ *     context's Philox4x32-10 stream (key = seed, counter = (block, offset);
+ *     each call takes one offset and advances it, as dropout does) and x is
+ *     read only by the pack.  Exactly k blocks (k per block row in scope
+ *     row), the same ones for the same (seed, offset), uniformly chosen.
+ *     It is NOT the CPU's stream: sq_bsr_prune_pack draws from ctx->rng
+ *     (xoshiro), so a GPU run and a CPU run of one seed keep different
+ *     blocks.
+ *   topk_unstructured: the blocks are single entries (a CSR: b = 1,
+ *     nbr = R, nbc = K) scored by x² in float64, which is exact for float32
+ *     x and ranks exactly as the CPU's float32 |x| does (ties to the lower
+ *     row-major index, NaN lowest), so the kept entries are the CPU's
+ *     exactly.  Scope tensor: the tile pipeline over R*K scores; scope
+ *     row: one CTA per block row of x (b*K entries, budget kr*b*b).
+ *     Scratch is then per entry, not per block: about 12 bytes per entry of
+ *     x (three times the dense activation) of WORKSPACE during the call.
  *
  * BSR dW (sq_cuda_bsr_dw): one CTA computes an MT x 128 tile of dW (MT =
  * 128, 192 or 256 rows of M, chosen from M), i.e. MT
@@ -79,6 +99,14 @@ typedef struct {
  * b < 1, keep outside (0,1], a grid over 2^31-1 blocks. */
 sq_status sq_cuda_bsr_shape(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
                             sq_prune_scope scope, sq_cuda_bsr *m);
+/* The same for any criterion: l2 and random as sq_cuda_bsr_shape;
+ * topk_unstructured gives a CSR (b = 1, nbr = R, nbc = K) of
+ * nnzb = min(k*b*b, R*K) entries (scope tensor, k the block count above)
+ * or sq_select_segments_total(R*K, b*K, kr*b*b) (scope row): the entry
+ * budget of sq_bsr_prune_pack.  SQ_ERR_ARG as above, an unknown criterion,
+ * or (CSR) R*K over 2^31-1. */
+sq_status sq_cuda_bsr_shape_crit(sq_ctx *ctx, int64_t R, int64_t K, int64_t b, double keep,
+                                 sq_prune_criterion crit, sq_prune_scope scope, sq_cuda_bsr *m);
 /* Allocates the six buffers of a shaped *m from the context's cache and
  * charges them to `cat`.  The caller owns them: sq_cuda_bsr_free. */
 sq_status sq_cuda_bsr_alloc(sq_ctx *ctx, sq_cuda_bsr *m, sq_mem_cat cat);
@@ -96,6 +124,17 @@ int64_t sq_cuda_bsr_bytes(const sq_cuda_bsr *m);
  * the cache as WORKSPACE and is released before returning. */
 sq_status sq_cuda_bsr_prune_pack(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0,
                                  int64_t s1, double keep, sq_prune_scope scope);
+
+/* Prune-and-pack with criterion crit: m shaped by sq_cuda_bsr_shape_crit
+ * (R, K, block, keep, crit, scope), buffers caller-owned; block is the edge
+ * the budget counts in (m->b itself for l2 and random; for
+ * topk_unstructured m->b is 1 and block sets the entry budget and, in
+ * scope row, the segments).  x, strides, transposed index and scratch as
+ * sq_cuda_bsr_prune_pack, which is this call with crit l2 and block m->b.
+ * random advances the context's Philox offset by one. */
+sq_status sq_cuda_bsr_prune_pack_crit(sq_ctx *ctx, sq_cuda_bsr *m, const float *x, int64_t s0, int64_t s1,
+                                      int64_t block, double keep, sq_prune_criterion crit,
+                                      sq_prune_scope scope);
 
 /* m's transposed index (col_ptr, t_row, t_blk: caller-allocated) from its
  * row_ptr and col_idx; the same index the fused prune-and-pack builds.
@@ -125,11 +164,30 @@ typedef enum {
  * tuning).  Counts the call and its FLOPs (2*M*nnzb*b*b) in ctx->stats. */
 sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                          int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits);
-/* The same with the CTA tile's row count forced (tests, tuning): mtile 128,
- * 192 or 256, 0 = the automatic choice.  Odd M or strides (scalar dy loads)
- * always use 128. */
+/* Which BSR dW kernel: the automatic choice is the Hopper wgmma kernel for
+ * TF32 with b 32 or 64 and 16-byte dy loads when sq_cuda_bsr_dw_has_wgmma,
+ * else the mma.sync kernel (every b, both precisions, any alignment). */
+typedef enum { SQ_CUDA_DW_AUTO = 0, SQ_CUDA_DW_MMA, SQ_CUDA_DW_WGMMA } sq_cuda_dw_kernel;
+/* 1 when the wgmma kernel can run: the library was built for sm_90a
+ * (CMAKE_CUDA_ARCHITECTURES 90a, the default) and the device is sm_90. */
+int sq_cuda_bsr_dw_has_wgmma(const sq_ctx *ctx);
+/* sq_cuda_bsr_dw with its choices forced (tests, tuning): mtile 128, 192 or
+ * 256 rows per CTA tile (0 = from M; odd M or strides always 128) and the
+ * kernel (asking for wgmma where it cannot run is SQ_ERR_ARG). */
 sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
-                              int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile);
+                              int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits, int mtile,
+                              sq_cuda_dw_kernel kernel);
+
+/* CSR weight gradient (m->b == 1, the topk_unstructured control):
+ * dw (M,K) = dyᵀ (M,R) · x̂ (R,K), strides as sq_cuda_bsr_dw, dw overwritten.
+ * Needs m's transposed index (sq_cuda_bsr_build_transpose: its scratch is
+ * then 4 bytes per entry of x).  One CTA per 32 columns x 128 rows of dW
+ * walks each column's kept entries in ascending row order; products and
+ * sums in float64, rounded once: within about one float32 rounding of the
+ * exact result, deterministic, no atomics.  Counts one GEMM and its FLOPs
+ * (2*M*nnz) in ctx->stats. */
+sq_status sq_cuda_csr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy, int64_t M,
+                         const sq_cuda_bsr *m);
 
 /* x (R,K) contiguous <- the dense matrix m stands for (dropped blocks 0). */
 sq_status sq_cuda_bsr_to_dense(sq_ctx *ctx, float *x, const sq_cuda_bsr *m);

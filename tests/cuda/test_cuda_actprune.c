@@ -161,19 +161,25 @@ static void test_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, 
     float *dwh = xmalloc((size_t)(M * ldw) * 4), *first = xmalloc((size_t)(M * ldw) * 4);
     float *dwdev = dalloc(t, (size_t)(M * ldw) * 4);
     const int splits_list[3] = {0, 1, 3};
-    /* CTA tile rows: automatic, then each width forced (16-byte path only) */
+    /* CTA tile rows: automatic (kernel too), then each width forced with each
+     * kernel (16-byte path only; wgmma for TF32, b 32/64 on an sm_90a build) */
     const int mt_list[4] = {0, 128, 192, 256};
+    const int wg = sq_cuda_bsr_dw_has_wgmma(ctx) && (b == 32 || b == 64) && vec;
     for (int mi = 0; mi < (vec ? 4 : 1); mi++)
+    for (int kv = 0; kv < 2; kv++)
     for (int pr = 0; pr < 2; pr++)
         for (int si = 0; si < 3; si++) {
             if (!big && si == 0 && pr == 1) continue;
+            if (kv == 1 && (mi == 0 || pr == 1 || !wg)) continue;
+            sq_cuda_dw_kernel kern = mi == 0 ? SQ_CUDA_DW_AUTO : kv ? SQ_CUDA_DW_WGMMA : SQ_CUDA_DW_MMA;
+            const char *kname = mi == 0 ? "auto" : kv ? "wgmma" : "mma";
             sq_cuda_dw_prec prec = pr ? SQ_CUDA_DW_3XTF32 : SQ_CUDA_DW_TF32;
             double tol = pr ? 1e-5 : 2e-3;
             poison(t, SQ_F32, dwdev, M * ldw);
-            st = sq_cuda_bsr_dw_tile(ctx, dwdev, ldw, dyd, ldy, M, gm, prec, splits_list[si], mt_list[mi]);
+            st = sq_cuda_bsr_dw_tile(ctx, dwdev, ldw, dyd, ldy, M, gm, prec, splits_list[si], mt_list[mi], kern);
             if (st != SQ_OK) {
-                report(t, 0, "%s dW %s splits %d tile %d: %s: %s", tag, pr ? "3xtf32" : "tf32", splits_list[si],
-                       mt_list[mi], sq_status_name(st), ctx->err);
+                report(t, 0, "%s dW %s splits %d tile %d %s: %s: %s", tag, pr ? "3xtf32" : "tf32", splits_list[si],
+                       mt_list[mi], kname, sq_status_name(st), ctx->err);
                 continue;
             }
             if (!d2h(t, dwh, dwdev, (size_t)(M * ldw) * 4)) continue;
@@ -191,9 +197,9 @@ static void test_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, 
                 free(cd);
             }
             report(t, e <= tol && nf == 0 && stray == 0,
-                   "%s dW M=%lld tile %-4s %-6s splits %-4s rel %.2e (tol %.0e; vs cpu f32 %.2e)%s%s", tag,
+                   "%s dW M=%lld tile %-4s %-5s %-6s splits %-4s rel %.2e (tol %.0e; vs cpu f32 %.2e)%s%s", tag,
                    (long long)M, mi == 0 ? (vec ? "auto" : "128") : mi == 1 ? "128" : mi == 2 ? "192" : "256",
-                   pr ? "3xtf32" : "tf32",
+                   kname, pr ? "3xtf32" : "tf32",
                    si == 0 ? "auto" : si == 1 ? "1" : "3", e, tol, ecpu, nf ? " NON-FINITE" : "",
                    stray ? " WROTE PADDING" : "");
             if (mi == 0 && pr == 0 && si == 1) memcpy(first, dwh, (size_t)(M * ldw) * 4);
@@ -315,6 +321,376 @@ static void test_case(tc *t, int64_t R, int64_t K, int64_t b, double keep, sq_pr
     free(xh);
 }
 
+/* ---- the controls: topk_unstructured (CSR) and random ---------------------------------- */
+
+/* x (R,K) host floats -> a device copy in layout lay; *s0, *s1 its strides */
+static float *upload(tc *t, const float *x, int64_t R, int64_t K, int lay, int64_t *s0, int64_t *s1)
+{
+    int64_t n;
+    switch (lay) {
+    case LAY_PAD_ALIGNED: *s0 = ((K + 3) / 4) * 4 + 4, *s1 = 1, n = R * *s0; break;
+    case LAY_PAD_ODD: *s0 = K + 3, *s1 = 1, n = R * *s0; break;
+    case LAY_TRANSPOSED: *s0 = 1, *s1 = R + 1, n = K * *s1; break;
+    default: *s0 = K, *s1 = 1, n = R * K; break;
+    }
+    float *xh = xmalloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) xh[i] = 12345.0f; /* gaps: large, reading them would change the pick */
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t c = 0; c < K; c++) xh[r * *s0 + c * *s1] = x[r * K + c];
+    float *xd = dalloc(t, (size_t)n * 4);
+    h2d(t, xd, xh, (size_t)n * 4);
+    free(xh);
+    return xd;
+}
+
+/* The device BSR's six buffers against a host BSR's (same sizes): 1 when all equal. */
+static int same_bsr(tc *t, const sq_cuda_bsr *gm, const sq_bsr *ref, int *e)
+{
+    const int64_t nz = gm->nnzb, bb = gm->b * gm->b, nbr = gm->nbr, nbc = gm->nbc;
+    int64_t *rp = xmalloc((size_t)(nbr + 1) * 8), *cp = xmalloc((size_t)(nbc + 1) * 8);
+    int32_t *ci = xmalloc((size_t)nz * 4 + 4), *tr = xmalloc((size_t)nz * 4 + 4), *tb = xmalloc((size_t)nz * 4 + 4);
+    float *v = xmalloc((size_t)(nz * bb) * 4 + 4);
+    int good = 0;
+    for (int q = 0; q < 7; q++) e[q] = -1;
+    if (d2h(t, rp, gm->row_ptr, (size_t)(nbr + 1) * 8) && d2h(t, ci, gm->col_idx, (size_t)nz * 4) &&
+        d2h(t, v, gm->values, (size_t)(nz * bb) * 4) && d2h(t, cp, gm->col_ptr, (size_t)(nbc + 1) * 8) &&
+        d2h(t, tr, gm->t_row, (size_t)nz * 4) && d2h(t, tb, gm->t_blk, (size_t)nz * 4)) {
+        int same_n = nz == ref->nnzb && nbr == ref->nbr && nbc == ref->nbc && gm->b == ref->b;
+        e[0] = same_n ? -1 : 0;
+        e[1] = same_n ? cmp_i64(rp, sq_tensor_data(ref->row_ptr), nbr + 1) : 0;
+        e[2] = same_n ? cmp_i32(ci, sq_tensor_data(ref->col_idx), nz) : 0;
+        e[3] = same_n && memcmp(v, sq_tensor_data(ref->values), (size_t)(nz * bb) * 4) == 0 ? -1 : 0;
+        e[4] = same_n ? cmp_i64(cp, sq_tensor_data(ref->col_ptr), nbc + 1) : 0;
+        e[5] = same_n ? cmp_i32(tr, sq_tensor_data(ref->t_row), nz) : 0;
+        e[6] = same_n ? cmp_i32(tb, sq_tensor_data(ref->t_blk), nz) : 0;
+        good = 1;
+        for (int q = 0; q < 7; q++) good &= e[q] < 0;
+    }
+    free(rp), free(cp), free(ci), free(tr), free(tb), free(v);
+    return good;
+}
+
+/* CSR dW on the device vs a float64 reference from the CPU's kept entries
+ * (and the CPU's float32 sq_bsr_dw on b = 1 vs the same reference). */
+static void test_csr_dw(tc *t, const char *tag, sq_bsr *ref, const sq_cuda_bsr *gm, const float *x, int64_t M)
+{
+    sq_ctx *ctx = &t->ctx;
+    const int64_t R = ref->rows, K = ref->cols, ldy = M + 3, ldw = K + 2;
+    float *dyh = xmalloc((size_t)(R * ldy) * 4);
+    for (int64_t i = 0; i < R * ldy; i++) dyh[i] = (float)draw(t, 0);
+    float *dyd = dalloc(t, (size_t)(R * ldy) * 4);
+    h2d(t, dyd, dyh, (size_t)(R * ldy) * 4);
+    double *dwd = calloc((size_t)(M * K), sizeof *dwd);
+    if (!dwd) die("out of host memory");
+    const int64_t *rp = sq_tensor_data(ref->row_ptr);
+    const int32_t *ci = sq_tensor_data(ref->col_idx);
+    for (int64_t r = 0; r < R; r++)
+        for (int64_t p = rp[r]; p < rp[r + 1]; p++) {
+            double xv = x[r * K + ci[p]];
+            for (int64_t m = 0; m < M; m++) dwd[m * K + ci[p]] += (double)dyh[r * ldy + m] * xv;
+        }
+    int64_t dsh[2] = {R, M}, wsh[2] = {M, K};
+    sq_tensor *dyt = NULL, *dwt = NULL;
+    if (sq_tensor_empty(ctx, SQ_F32, 2, dsh, &dyt) != SQ_OK || sq_tensor_empty(ctx, SQ_F32, 2, wsh, &dwt) != SQ_OK)
+        die("host tensors: %s", ctx->err);
+    for (int64_t r = 0; r < R; r++) memcpy((float *)sq_tensor_data(dyt) + r * M, dyh + r * ldy, (size_t)M * 4);
+    int nf = 0;
+    if (sq_bsr_dw(ctx, dyt, ref, dwt) != SQ_OK) report(t, 0, "%s cpu sq_bsr_dw (csr): %s", tag, ctx->err);
+    else {
+        double e = rel(dwd, sq_tensor_data(dwt), M, K, K, &nf);
+        if (e > 1e-5 || nf) report(t, 0, "%s cpu sq_bsr_dw (csr) vs float64: rel %.2e", tag, e);
+    }
+    float *dwh = xmalloc((size_t)(M * ldw) * 4), *again = xmalloc((size_t)(M * ldw) * 4);
+    float *dwdev = dalloc(t, (size_t)(M * ldw) * 4);
+    poison(t, SQ_F32, dwdev, M * ldw);
+    sq_status st = sq_cuda_csr_dw(ctx, dwdev, ldw, dyd, ldy, M, gm);
+    if (st != SQ_OK) report(t, 0, "%s csr_dw: %s: %s", tag, sq_status_name(st), ctx->err);
+    else if (d2h(t, dwh, dwdev, (size_t)(M * ldw) * 4)) {
+        double e = rel(dwd, dwh, M, K, ldw, &nf), emax = 0;
+        int64_t stray = 0;
+        for (int64_t m = 0; m < M; m++) {
+            for (int64_t c = K; c < ldw; c++) stray += !isnan(dwh[m * ldw + c]);
+            /* each entry within 2 float32 roundings of the exact value */
+            for (int64_t c = 0; c < K; c++) {
+                double d = fabs(dwh[m * ldw + c] - dwd[m * K + c]) / (fabs(dwd[m * K + c]) + 1e-30);
+                if (dwd[m * K + c] != 0 && d > emax) emax = d;
+                if (dwd[m * K + c] == 0 && dwh[m * ldw + c] != 0) emax = INFINITY;
+            }
+        }
+        poison(t, SQ_F32, dwdev, M * ldw);
+        int same = sq_cuda_csr_dw(ctx, dwdev, ldw, dyd, ldy, M, gm) == SQ_OK &&
+                   d2h(t, again, dwdev, (size_t)(M * ldw) * 4);
+        for (int64_t m = 0; m < M && same; m++) same = memcmp(dwh + m * ldw, again + m * ldw, (size_t)K * 4) == 0;
+        report(t, e <= 1e-6 && emax <= 1.2e-7 && !nf && !stray && same,
+               "%s csr dW M=%lld rel %.2e, max entry rel %.2e (tol 1e-6, 1.2e-7)%s%s%s", tag, (long long)M, e, emax,
+               nf ? " NON-FINITE" : "", stray ? " WROTE PADDING" : "", same ? "" : " RERUN DIFFERS");
+    }
+    sq_tensor_release(dyt);
+    sq_tensor_release(dwt);
+    dfree(t, dyd);
+    dfree(t, dwdev);
+    free(dyh), free(dwh), free(again), free(dwd);
+}
+
+/* topk_unstructured: the GPU CSR equals the CPU's (entries, ties, NaN), the
+ * transposed index both fused and rebuilt; then the CSR dW. */
+static void test_unstructured(tc *t, int64_t R, int64_t K, int64_t b, double keep, sq_prune_scope scope, int lay,
+                              int data, int64_t M)
+{
+    sq_ctx *ctx = &t->ctx;
+    char tag[160];
+    snprintf(tag, sizeof tag, "unstructured %lldx%lld b%-2lld keep %.2f %-6s %-10s%s", (long long)R, (long long)K,
+             (long long)b, keep, sq_prune_scope_name(scope), lay_name[lay],
+             data == DATA_COARSE ? " coarse" : data == DATA_NONFINITE ? " nan/inf" : "");
+    float *x = xmalloc((size_t)(R * K) * 4);
+    for (int64_t i = 0; i < R * K; i++) x[i] = (float)draw(t, data == DATA_COARSE);
+    if (data == DATA_COARSE) /* signed zeros tie with each other */
+        for (int64_t i = 0; i < R * K; i += 7) x[i] = (i / 7) % 2 ? -0.0f : 0.0f;
+    if (data == DATA_NONFINITE) {
+        x[(R / 2) * K + K / 3] = NAN;
+        x[(R - 1) * K + K - 1] = INFINITY;
+        x[0] = -INFINITY;
+        x[R * K / 3] = NAN;
+    }
+    int64_t sh[2] = {R, K};
+    sq_tensor *xt = NULL;
+    if (sq_tensor_empty(ctx, SQ_F32, 2, sh, &xt) != SQ_OK) die("host tensor: %s", ctx->err);
+    memcpy(sq_tensor_data(xt), x, (size_t)(R * K) * 4);
+    sq_bsr *ref = NULL;
+    sq_status st = sq_bsr_prune_pack(ctx, xt, b, keep, SQ_PRUNE_TOPK_UNSTRUCTURED, scope, SQ_MEM_OTHER, &ref);
+    if (st == SQ_OK) st = sq_bsr_build_transpose(ctx, ref, SQ_MEM_OTHER);
+    if (st != SQ_OK) die("cpu prune_pack: %s", ctx->err);
+    int64_t s0, s1;
+    float *xd = upload(t, x, R, K, lay, &s0, &s1);
+    sq_cuda_bsr gm;
+    st = sq_cuda_bsr_shape_crit(ctx, R, K, b, keep, SQ_PRUNE_TOPK_UNSTRUCTURED, scope, &gm);
+    if (st == SQ_OK) st = sq_cuda_bsr_alloc(ctx, &gm, SQ_MEM_SAVED);
+    if (st != SQ_OK) die("csr alloc: %s", ctx->err);
+    const int64_t nz = gm.nnzb;
+    poison(t, SQ_I64, gm.row_ptr, R + 1);
+    poison(t, SQ_I32, gm.col_idx, nz);
+    poison(t, SQ_F32, gm.values, nz);
+    poison(t, SQ_I64, gm.col_ptr, K + 1);
+    poison(t, SQ_I32, gm.t_row, nz);
+    poison(t, SQ_I32, gm.t_blk, nz);
+    st = sq_cuda_bsr_prune_pack_crit(ctx, &gm, xd, s0, s1, b, keep, SQ_PRUNE_TOPK_UNSTRUCTURED, scope);
+    int e[7];
+    if (st != SQ_OK) {
+        report(t, 0, "%s prune_pack: %s: %s", tag, sq_status_name(st), ctx->err);
+    } else {
+        int good = same_bsr(t, &gm, ref, e);
+        report(t, good, "%s: %lld/%lld entries, CSR and transposed index %s", tag, (long long)nz,
+               (long long)(R * K), good ? "equal the CPU's" : "DIFFER");
+        if (!good)
+            printf("       nnz gpu %lld cpu %lld; first diff n %d row_ptr %d col_idx %d values %d col_ptr %d "
+                   "t_row %d t_blk %d\n", (long long)nz, (long long)ref->nnzb, e[0], e[1], e[2], e[3], e[4], e[5], e[6]);
+        /* the index as backward rebuilds it */
+        poison(t, SQ_I64, gm.col_ptr, K + 1);
+        poison(t, SQ_I32, gm.t_row, nz);
+        poison(t, SQ_I32, gm.t_blk, nz);
+        st = sq_cuda_bsr_build_transpose(ctx, &gm);
+        int good2 = st == SQ_OK && same_bsr(t, &gm, ref, e);
+        report(t, good2, "%s: transposed index rebuilt from the CSR equals the CPU's", tag);
+        if (good && good2 && M > 0 && data != DATA_NONFINITE) test_csr_dw(t, tag, ref, &gm, x, M);
+    }
+    sq_cuda_bsr_free(ctx, &gm);
+    dfree(t, xd);
+    sq_bsr_free(ref);
+    sq_tensor_release(xt);
+    free(x);
+}
+
+/* One random prune-and-pack of x (device) into gm; the kept blocks' flat ids (nbr*nbc
+ * flags) into kept.  Checks the structure: exactly k (k per row), ascending,
+ * values = x's blocks, transposed index = the CPU's built from the same BSR. */
+static int random_once(tc *t, const char *tag, const float *x, const float *xd, int64_t s0, int64_t s1,
+                       sq_cuda_bsr *gm, double keep, sq_prune_scope scope, uint8_t *kept, int verbose)
+{
+    sq_ctx *ctx = &t->ctx;
+    const int64_t R = gm->rows, K = gm->cols, b = gm->b, nbr = gm->nbr, nbc = gm->nbc, nz = gm->nnzb, bb = b * b;
+    poison(t, SQ_I64, gm->row_ptr, nbr + 1);
+    poison(t, SQ_I32, gm->col_idx, nz);
+    sq_status st = sq_cuda_bsr_prune_pack_crit(ctx, gm, xd, s0, s1, b, keep, SQ_PRUNE_RANDOM, scope);
+    if (st != SQ_OK) {
+        report(t, 0, "%s random prune_pack: %s: %s", tag, sq_status_name(st), ctx->err);
+        return 0;
+    }
+    int64_t *rp = xmalloc((size_t)(nbr + 1) * 8);
+    int32_t *ci = xmalloc((size_t)nz * 4 + 4);
+    int ok = d2h(t, rp, gm->row_ptr, (size_t)(nbr + 1) * 8) && d2h(t, ci, gm->col_idx, (size_t)nz * 4);
+    const int64_t kr = sq_select_count(keep, nbc);
+    memset(kept, 0, (size_t)(nbr * nbc));
+    int64_t bad = 0;
+    if (ok) {
+        bad += rp[0] != 0 || rp[nbr] != nz;
+        for (int64_t i = 0; i < nbr && !bad; i++) {
+            if (rp[i + 1] < rp[i] || (scope == SQ_PRUNE_SCOPE_ROW && rp[i + 1] - rp[i] != kr)) bad++;
+            for (int64_t p = rp[i]; p < rp[i + 1] && !bad; p++) {
+                if (ci[p] < 0 || ci[p] >= nbc || (p > rp[i] && ci[p] <= ci[p - 1])) bad++;
+                else kept[i * nbc + ci[p]] = 1;
+            }
+        }
+    }
+    if (ok && !bad && verbose) { /* values and the transposed index, on a few draws */
+        float *v = xmalloc((size_t)(nz * bb) * 4 + 4);
+        ok = d2h(t, v, gm->values, (size_t)(nz * bb) * 4);
+        for (int64_t i = 0; ok && i < nbr; i++)
+            for (int64_t p = rp[i]; p < rp[i + 1]; p++)
+                for (int64_t r = 0; r < b; r++)
+                    for (int64_t c = 0; c < b; c++) {
+                        int64_t row = i * b + r, col = (int64_t)ci[p] * b + c;
+                        float want = row < R && col < K ? x[row * K + col] : 0.0f;
+                        bad += memcmp(&v[p * bb + r * b + c], &want, 4) != 0;
+                    }
+        free(v);
+        sq_bsr *h = NULL;
+        if (sq_bsr_new(ctx, SQ_F32, R, K, b, nz, SQ_MEM_OTHER, &h) != SQ_OK) die("bsr_new: %s", ctx->err);
+        memcpy(sq_tensor_data(h->row_ptr), rp, (size_t)(nbr + 1) * 8);
+        memcpy(sq_tensor_data(h->col_idx), ci, (size_t)nz * 4);
+        int e[7];
+        if (sq_bsr_build_transpose(ctx, h, SQ_MEM_OTHER) != SQ_OK) die("build_transpose: %s", ctx->err);
+        /* values: compare the device's with themselves (checked above) */
+        if (d2h(t, sq_tensor_data(h->values), gm->values, (size_t)(nz * bb) * 4)) bad += !same_bsr(t, gm, h, e);
+        sq_bsr_free(h);
+    }
+    if (verbose || !ok || bad)
+        report(t, ok && !bad, "%s random: %lld blocks (%s), ascending, in range%s", tag, (long long)nz,
+               scope == SQ_PRUNE_SCOPE_ROW ? "k per block row" : "exactly k",
+               verbose ? ", values = x's blocks, transposed index = the CPU's" : "");
+    free(rp), free(ci);
+    return ok && !bad;
+}
+
+static void test_random(tc *t)
+{
+    sq_ctx *ctx = &t->ctx;
+    /* structure, on odd sizes and every layout */
+    static const int64_t shapes[][3] = {{203, 157, 16}, {67, 150, 8}, {1000, 333, 32}, {5, 3, 8}};
+    int c = 0;
+    for (int s = 0; s < 4; s++)
+        for (int sc = 0; sc < 2; sc++)
+            for (int ki = 0; ki < 3; ki++, c++) {
+                const double keeps[3] = {1, 0.5, 0.1};
+                int64_t R = shapes[s][0], K = shapes[s][1], b = shapes[s][2], s0, s1;
+                char tag[128];
+                snprintf(tag, sizeof tag, "%lldx%lld b%-2lld keep %.2f %-6s %-10s", (long long)R, (long long)K,
+                         (long long)b, keeps[ki], sq_prune_scope_name((sq_prune_scope)sc), lay_name[c % NLAY]);
+                float *x = xmalloc((size_t)(R * K) * 4);
+                for (int64_t i = 0; i < R * K; i++) x[i] = (float)draw(t, 0);
+                float *xd = upload(t, x, R, K, c % NLAY, &s0, &s1);
+                sq_cuda_bsr gm;
+                if (sq_cuda_bsr_shape_crit(ctx, R, K, b, keeps[ki], SQ_PRUNE_RANDOM, (sq_prune_scope)sc, &gm) != SQ_OK ||
+                    sq_cuda_bsr_alloc(ctx, &gm, SQ_MEM_SAVED) != SQ_OK)
+                    die("alloc: %s", ctx->err);
+                uint8_t *kept = xmalloc((size_t)(gm.nbr * gm.nbc));
+                random_once(t, tag, x, xd, s0, s1, &gm, keeps[ki], (sq_prune_scope)sc, kept, 1);
+                sq_cuda_bsr_free(ctx, &gm);
+                dfree(t, xd);
+                free(x), free(kept);
+            }
+    /* seeds and offsets; then selection frequencies over many draws */
+    const int64_t R = 30, K = 37, b = 8; /* 4 x 5 blocks, the last row and column padded */
+    float *x = xmalloc((size_t)(R * K) * 4);
+    for (int64_t i = 0; i < R * K; i++) x[i] = (float)draw(t, 0);
+    int64_t s0, s1;
+    float *xd = upload(t, x, R, K, LAY_CONTIG, &s0, &s1);
+    for (int sc = 0; sc < 2; sc++) {
+        const sq_prune_scope scope = (sq_prune_scope)sc;
+        const double keep = 0.3;
+        sq_cuda_bsr gm;
+        if (sq_cuda_bsr_shape_crit(ctx, R, K, b, keep, SQ_PRUNE_RANDOM, scope, &gm) != SQ_OK ||
+            sq_cuda_bsr_alloc(ctx, &gm, SQ_MEM_SAVED) != SQ_OK)
+            die("alloc: %s", ctx->err);
+        const int64_t nb = gm.nbr * gm.nbc;
+        uint8_t *a = xmalloc((size_t)nb), *a2 = xmalloc((size_t)nb), *bseed = xmalloc((size_t)nb),
+                *next = xmalloc((size_t)nb);
+        uint64_t seed, off0, off1;
+        const char *sn = sq_prune_scope_name(scope);
+        sq_cuda_rng_seed(ctx, 1234);
+        random_once(t, "seed 1234", x, xd, s0, s1, &gm, keep, scope, a, 0);
+        sq_cuda_rng_state(ctx, &seed, &off0);
+        random_once(t, "seed 1234, next", x, xd, s0, s1, &gm, keep, scope, next, 0);
+        sq_cuda_rng_state(ctx, &seed, &off1);
+        sq_cuda_rng_seed(ctx, 1234);
+        random_once(t, "seed 1234 again", x, xd, s0, s1, &gm, keep, scope, a2, 0);
+        sq_cuda_rng_seed(ctx, 1235);
+        random_once(t, "seed 1235", x, xd, s0, s1, &gm, keep, scope, bseed, 0);
+        report(t, memcmp(a, a2, (size_t)nb) == 0, "random %s: the same seed keeps the same blocks", sn);
+        report(t, memcmp(a, bseed, (size_t)nb) != 0, "random %s: another seed keeps other blocks", sn);
+        report(t, memcmp(a, next, (size_t)nb) != 0 && off0 == 1 && off1 == 2,
+               "random %s: each call advances the Philox offset (%llu, %llu) and draws anew", sn,
+               (unsigned long long)off0, (unsigned long long)off1);
+        /* frequencies: every block is kept with probability k/nb (tensor)
+         * or kr/nbc (row); N draws, 5 standard deviations */
+        const int N = 3000;
+        int64_t *cnt = calloc((size_t)nb, sizeof *cnt);
+        if (!cnt) die("out of host memory");
+        int okall = 1;
+        for (int d = 0; d < N && okall; d++) {
+            okall = random_once(t, "frequency draw", x, xd, s0, s1, &gm, keep, scope, a, 0);
+            for (int64_t p = 0; p < nb; p++) cnt[p] += a[p];
+        }
+        double pexp = sc ? (double)sq_select_count(keep, gm.nbc) / (double)gm.nbc : (double)gm.nnzb / (double)nb;
+        double sd = sqrt(pexp * (1 - pexp) / N), worst = 0;
+        for (int64_t p = 0; p < nb; p++) {
+            double dev = fabs((double)cnt[p] / N - pexp);
+            if (dev > worst) worst = dev;
+        }
+        report(t, okall && worst <= 5 * sd, "random %s: %d draws, each of %lld blocks kept with frequency %.3f "
+               "(max deviation %.4f, tol 5 sd = %.4f)", sn, N, (long long)nb, pexp, worst, 5 * sd);
+        free(cnt);
+        sq_cuda_bsr_free(ctx, &gm);
+        free(a), free(a2), free(bseed), free(next);
+    }
+    dfree(t, xd);
+    free(x);
+}
+
+/* the controls' argument errors and accounting */
+static void test_controls_misc(tc *t)
+{
+    sq_ctx *ctx = &t->ctx;
+    const int64_t R = 45, K = 70, b = 16;
+    float *xd = dalloc(t, (size_t)(R * K) * 4), *dd = dalloc(t, (size_t)(R * K) * 4);
+    sq_cuda_fill(ctx, SQ_F32, xd, R * K, 1.0);
+    sq_cuda_bsr blk, csr, odd;
+    int64_t saved0 = ctx->mem.cur[SQ_CUDA][SQ_MEM_SAVED];
+    sq_status st = sq_cuda_bsr_shape_crit(ctx, R, K, b, 0.5, SQ_PRUNE_L2, SQ_PRUNE_SCOPE_TENSOR, &blk);
+    if (st == SQ_OK) st = sq_cuda_bsr_shape_crit(ctx, R, K, b, 0.5, SQ_PRUNE_TOPK_UNSTRUCTURED, SQ_PRUNE_SCOPE_TENSOR, &csr);
+    if (st == SQ_OK) st = sq_cuda_bsr_alloc(ctx, &blk, SQ_MEM_SAVED);
+    if (st == SQ_OK) st = sq_cuda_bsr_alloc(ctx, &csr, SQ_MEM_SAVED);
+    if (st != SQ_OK) die("alloc: %s", ctx->err);
+    /* 3x5 blocks, keep 8 of them: 8*256 = 2048 of 3150 entries */
+    report(t, csr.b == 1 && csr.nbr == R && csr.nbc == K && csr.nnzb == 2048 &&
+                  ctx->mem.cur[SQ_CUDA][SQ_MEM_SAVED] - saved0 == sq_cuda_bsr_bytes(&blk) + sq_cuda_bsr_bytes(&csr),
+           "csr shape %lldx%lld b %lld nnz %lld, SAVED charged its %lld bytes", (long long)csr.nbr,
+           (long long)csr.nbc, (long long)csr.b, (long long)csr.nnzb, (long long)sq_cuda_bsr_bytes(&csr));
+    st = sq_cuda_bsr_prune_pack_crit(ctx, &blk, xd, K, 1, b, 0.5, SQ_PRUNE_TOPK_UNSTRUCTURED, SQ_PRUNE_SCOPE_TENSOR);
+    report(t, st == SQ_ERR_ARG, "unstructured into a BSR-shaped matrix -> %s: %s", sq_status_name(st), ctx->err);
+    st = sq_cuda_bsr_prune_pack_crit(ctx, &csr, xd, K, 1, b, 0.5, SQ_PRUNE_TOPK_UNSTRUCTURED, SQ_PRUNE_SCOPE_ROW);
+    report(t, st == SQ_ERR_ARG, "unstructured scope row into a scope-tensor shape -> %s: %s", sq_status_name(st),
+           ctx->err);
+    st = sq_cuda_bsr_shape_crit(ctx, R, K, b, 0.5, (sq_prune_criterion)7, SQ_PRUNE_SCOPE_TENSOR, &odd);
+    report(t, st == SQ_ERR_ARG, "shape with criterion 7 -> %s: %s", sq_status_name(st), ctx->err);
+    uint64_t seed, off0, off1;
+    sq_cuda_rng_state(ctx, &seed, &off0);
+    st = sq_cuda_bsr_prune_pack_crit(ctx, &blk, xd, K, 1, b, 0.3, SQ_PRUNE_RANDOM, SQ_PRUNE_SCOPE_TENSOR);
+    sq_cuda_rng_state(ctx, &seed, &off1);
+    report(t, st == SQ_ERR_ARG && off1 == off0, "random with room for another keep -> %s, RNG untouched: %s",
+           sq_status_name(st), ctx->err);
+    st = sq_cuda_bsr_prune_pack_crit(ctx, &blk, xd, K, 1, b, 0.5, SQ_PRUNE_L2, SQ_PRUNE_SCOPE_TENSOR);
+    if (st == SQ_OK) st = sq_cuda_csr_dw(ctx, dd, K, xd, K, 8, &blk);
+    report(t, st == SQ_ERR_ARG, "csr_dw on a 16x16-block BSR -> %s: %s", sq_status_name(st), ctx->err);
+    st = sq_cuda_csr_dw(ctx, dd, K - 1, xd, K, 8, &csr);
+    report(t, st == SQ_ERR_ARG, "csr_dw with ldw < K -> %s: %s", sq_status_name(st), ctx->err);
+    report(t, sq_cuda_sync(ctx) == SQ_OK, "no launch failed for rejected arguments");
+    sq_cuda_bsr_free(ctx, &blk);
+    sq_cuda_bsr_free(ctx, &csr);
+    report(t, ctx->mem.cur[SQ_CUDA][SQ_MEM_SAVED] == saved0, "csr and bsr freed: SAVED back");
+    dfree(t, xd);
+    dfree(t, dd);
+}
+
 /* ---- densify, accounting, argument errors ---------------------------------------------- */
 
 static void test_misc(tc *t)
@@ -366,8 +742,11 @@ static void test_misc(tc *t)
     report(t, st == SQ_ERR_ARG, "bsr_dw with b = 12 -> %s: %s", sq_status_name(st), ctx->err);
     st = sq_cuda_bsr_dw(ctx, dd, K - 1, xd, K, 10, &gm, SQ_CUDA_DW_TF32, 0);
     report(t, st == SQ_ERR_ARG, "bsr_dw with ldw < K -> %s: %s", sq_status_name(st), ctx->err);
-    st = sq_cuda_bsr_dw_tile(ctx, dd, K, xd, K, 8, &gm, SQ_CUDA_DW_TF32, 0, 100);
+    st = sq_cuda_bsr_dw_tile(ctx, dd, K, xd, K, 8, &gm, SQ_CUDA_DW_TF32, 0, 100, SQ_CUDA_DW_AUTO);
     report(t, st == SQ_ERR_ARG, "bsr_dw with a 100-row tile -> %s: %s", sq_status_name(st), ctx->err);
+    /* b = 16 has no wgmma kernel: asking for it is an argument error, not a wrong result */
+    st = sq_cuda_bsr_dw_tile(ctx, dd, K, xd, K, 8, &gm, SQ_CUDA_DW_TF32, 0, 0, SQ_CUDA_DW_WGMMA);
+    report(t, st == SQ_ERR_ARG, "bsr_dw wgmma with b = 16 -> %s: %s", sq_status_name(st), ctx->err);
     st = sq_cuda_bsr_shape(ctx, R, K, b, 1.5, SQ_PRUNE_SCOPE_TENSOR, &odd);
     report(t, st == SQ_ERR_ARG, "bsr_shape keep 1.5 -> %s: %s", sq_status_name(st), ctx->err);
     report(t, sq_cuda_sync(ctx) == SQ_OK, "no launch failed for rejected arguments");
@@ -398,6 +777,7 @@ int main(void)
     }
     char dev[256];
     printf("device: %s\n", sq_cuda_device_str(&t->ctx, dev, sizeof dev));
+    printf("wgmma BSR dW kernel: %s\n", sq_cuda_bsr_dw_has_wgmma(&t->ctx) ? "yes" : "no (not an sm_90a build on sm_90)");
     sq_cuda_set_sync_launches(&t->ctx, 1);
 
     const int64_t bs[4] = {8, 16, 32, 64};
@@ -433,6 +813,33 @@ int main(void)
     test_case(t, 130, 61, 12, 0.3, SQ_PRUNE_SCOPE_TENSOR, LAY_CONTIG, DATA_NORMAL, 0, 0);
     test_case(t, 130, 61, 7, 0.5, SQ_PRUNE_SCOPE_ROW, LAY_TRANSPOSED, DATA_NORMAL, 0, 0);
     test_misc(t);
+
+    /* the controls: topk_unstructured against the CPU entry for entry, then random */
+    const int64_t ushapes[3][3] = {{203, 157, 77}, {1000, 333, 130}, {67, 150, 33}};
+    const double ukeeps[3] = {1, 0.5, 0.1};
+    c = 0;
+    for (int s = 0; s < 3; s++)
+        for (int bi = 0; bi < 4; bi++)
+            for (int ki = 0; ki < 3; ki++)
+                for (int sc = 0; sc < 2; sc++, c++)
+                    test_unstructured(t, ushapes[s][0], ushapes[s][1], bs[bi], ukeeps[ki], (sq_prune_scope)sc,
+                                      c % NLAY, DATA_NORMAL, ushapes[s][2]);
+    for (int bi = 0; bi < 4; bi += 2)
+        for (int ki = 1; ki < 5; ki += 2)
+            for (int sc = 0; sc < 2; sc++)
+                test_unstructured(t, 301, 187, bs[bi], keeps[ki], (sq_prune_scope)sc, (bi + ki + sc) % NLAY,
+                                  DATA_COARSE, 45);
+    for (int sc = 0; sc < 2; sc++) {
+        test_unstructured(t, 97, 101, 16, 0.5, (sq_prune_scope)sc, LAY_CONTIG, DATA_NONFINITE, 0);
+        test_unstructured(t, 97, 101, 8, 0.3, (sq_prune_scope)sc, LAY_TRANSPOSED, DATA_NONFINITE, 0);
+    }
+    test_unstructured(t, 5, 3, 8, 0.5, SQ_PRUNE_SCOPE_TENSOR, LAY_CONTIG, DATA_NORMAL, 9);
+    test_unstructured(t, 5, 3, 8, 0.5, SQ_PRUNE_SCOPE_ROW, LAY_PAD_ODD, DATA_NORMAL, 9);
+    test_unstructured(t, 70, 9, 16, 0.3, SQ_PRUNE_SCOPE_ROW, LAY_PAD_ODD, DATA_NORMAL, 200);
+    test_unstructured(t, 130, 61, 12, 0.3, SQ_PRUNE_SCOPE_TENSOR, LAY_CONTIG, DATA_NORMAL, 31);
+    test_unstructured(t, 130, 61, 7, 0.5, SQ_PRUNE_SCOPE_ROW, LAY_TRANSPOSED, DATA_NORMAL, 31);
+    test_random(t);
+    test_controls_misc(t);
 
     sq_cuda_mem_stats ms;
     sq_cuda_mem_get(&t->ctx, &ms);
