@@ -8,11 +8,13 @@
  * On the GPU the node's BSR is an sq_bsr whose buffers are CUDA tensors
  * (same layout, same sq_bsr_bytes and sq_bsr_free as on the CPU); the
  * kernels of cuda/sq_cuda_actprune.h see it through a sq_cuda_bsr view of
- * its raw pointers.  Such a BSR never reaches the CPU functions of sq_bsr.c. */
+ * its raw pointers.  Such a BSR never reaches the CPU functions of sq_bsr.c.
+ * Every criterion runs on the GPU: l2 and topk_unstructured keep what the
+ * CPU keeps; random draws from the context's GPU (Philox) stream, not from
+ * ctx->rng, so it keeps other blocks than a CPU run of the same seed. */
 #include "sq_actprune.h"
 #include "sq_ops_internal.h"
 #include "sq_proc.h" /* sq_proc_monotonic: the engine's one monotonic clock */
-#include "sq_select.h"
 #include "cuda/sq_cuda_actprune.h"
 
 #include <math.h>
@@ -99,41 +101,40 @@ done:
     return st;
 }
 
-/* Fused L2 prune-and-pack of x (R,K) float32 on the GPU, any strides, into a
- * new device BSR whose buffers are CUDA tensors of category cat; with_t: the
- * transposed index too (built by the same call).  The kept set is the CPU's
- * sq_bsr_prune_pack's (sq_cuda_actprune.h says how far that holds), and the
- * buffers are the CPU's sizes, so sq_bsr_bytes agrees.  *out: caller owns. */
+/* Fused prune-and-pack of x (R,K) float32 on the GPU, any strides, with the
+ * config's criterion, into a new device BSR (a CSR, b = 1, for
+ * topk_unstructured) whose buffers are CUDA tensors of category cat; with_t:
+ * the transposed index too (built by the same call).  The kept set is the
+ * CPU's sq_bsr_prune_pack's for l2 and topk_unstructured
+ * (sq_cuda_actprune.h says how far that holds), and the buffers are the
+ * CPU's sizes, so sq_bsr_bytes agrees.  *out: caller owns. */
 static sq_status cuda_prune_pack(sq_ctx *ctx, const sq_tensor *x, const sq_actprune_cfg *cfg,
                                  sq_mem_cat cat, int with_t, sq_bsr **out)
 {
     *out = NULL;
-    int64_t R = x->shape[0], K = x->shape[1], b = cfg->block;
-    int64_t nbr = (R + b - 1) / b, nbc = (K + b - 1) / b;
-    if (nbr > INT32_MAX || nbc > INT32_MAX || (nbc > 0 && nbr > INT32_MAX / nbc))
-        return sq_fail(ctx, SQ_ERR_ARG, "linear_pruned: a %lldx%lld block grid has more than 2^31-1 blocks",
-                       (long long)nbr, (long long)nbc);
+    int64_t R = x->shape[0], K = x->shape[1];
+    sq_cuda_bsr v; /* the sizes first: grid limits checked, CSR's b = 1 */
+    SQ_TRY(sq_cuda_bsr_shape_crit(ctx, R, K, cfg->block, cfg->keep, cfg->criterion, cfg->scope, &v));
+    int64_t b = v.b;
     sq_bsr *m = calloc(1, sizeof *m);
     if (!m) return sq_fail(ctx, SQ_ERR_NOMEM, "bsr: out of host memory for the header");
     m->rows = R;
     m->cols = K;
     m->b = b;
-    m->nbr = nbr;
-    m->nbc = nbc;
-    m->nnzb = cfg->scope == SQ_PRUNE_SCOPE_TENSOR ? sq_select_count(cfg->keep, nbr * nbc)
-                                                  : nbr * sq_select_count(cfg->keep, nbc);
+    m->nbr = v.nbr;
+    m->nbc = v.nbc;
+    m->nnzb = v.nnzb;
     m->dtype = SQ_F32;
     m->cat = cat;
-    int64_t np = nbr + 1, nz = m->nnzb, vs[3] = {m->nnzb, b, b};
-    sq_cuda_bsr v;
+    int64_t np = m->nbr + 1, nz = m->nnzb, vs[3] = {m->nnzb, b, b};
     sq_status st;
     SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, SQ_I64, 1, &np, cat, &m->row_ptr));
     SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, SQ_I32, 1, &nz, cat, &m->col_idx));
     SQ_CHECK(sq_tensor_empty_dev(ctx, SQ_CUDA, SQ_F32, 3, vs, cat, &m->values));
     if (with_t) SQ_CHECK(cuda_transpose_bufs(ctx, m, cat, &m->col_ptr, &m->t_row, &m->t_blk));
     cuda_view(m, NULL, NULL, NULL, &v);
-    SQ_CHECK(sq_cuda_bsr_prune_pack(ctx, &v, sq_tensor_data(x), x->stride[0], x->stride[1], cfg->keep,
-                                    cfg->scope));
+    SQ_CHECK(sq_cuda_bsr_prune_pack_crit(ctx, &v, sq_tensor_data(x), x->stride[0], x->stride[1], cfg->block,
+                                         cfg->keep, cfg->criterion, cfg->scope));
     *out = m;
     return SQ_OK;
 done:
@@ -144,7 +145,8 @@ done:
 /* dw (M,K) = dyᵀ (M,R) · x̂, x̂ = m on the GPU; g (R,M) contiguous.  A missing
  * transposed index is built as WORKSPACE for the call.  Arithmetic: TF32
  * when the context's TF32 flag is on (as the dense GEMMs then are), else
- * 3xTF32, which is about as accurate as fp32 (sq_cuda_actprune.h). */
+ * 3xTF32, which is about as accurate as fp32 (sq_cuda_actprune.h); a CSR
+ * (topk_unstructured) takes sq_cuda_csr_dw, float64 sums, whatever the flag. */
 static sq_status cuda_bsr_dw(sq_ctx *ctx, sq_bsr *m, const sq_tensor *g, int64_t M, sq_tensor *dw)
 {
     sq_tensor *cp = NULL, *tr = NULL, *tb = NULL;
@@ -158,7 +160,8 @@ static sq_status cuda_bsr_dw(sq_ctx *ctx, sq_bsr *m, const sq_tensor *g, int64_t
         cuda_view(m, NULL, NULL, NULL, &v);
     }
     sq_cuda_dw_prec prec = sq_cuda_get_tf32(ctx) ? SQ_CUDA_DW_TF32 : SQ_CUDA_DW_3XTF32;
-    SQ_CHECK(sq_cuda_bsr_dw(ctx, sq_tensor_data(dw), m->cols, sq_tensor_data(g), M, M, &v, prec, 0));
+    if (m->b == 1) SQ_CHECK(sq_cuda_csr_dw(ctx, sq_tensor_data(dw), m->cols, sq_tensor_data(g), M, M, &v));
+    else SQ_CHECK(sq_cuda_bsr_dw(ctx, sq_tensor_data(dw), m->cols, sq_tensor_data(g), M, M, &v, prec, 0));
 done:
     /* stream-ordered: the cache hands these out again only to later work */
     sq_tensor_release(cp);
@@ -167,13 +170,9 @@ done:
     return st;
 }
 
-/* What only the CPU runs: the controls' criteria, and float64. */
-static sq_status need_gpu_cfg(sq_ctx *ctx, const char *fn, const sq_tensor *x, const sq_actprune_cfg *cfg)
+/* What only the CPU runs: float64 (every criterion runs on the GPU). */
+static sq_status need_gpu_cfg(sq_ctx *ctx, const char *fn, const sq_tensor *x)
 {
-    if (cfg->criterion != SQ_PRUNE_L2)
-        return sq_fail(ctx, SQ_ERR_DEVICE, "%s: criterion %s runs on the cpu only (the GPU prune-and-pack "
-                       "is l2); use criterion l2 or move the layer and its input to the cpu", fn,
-                       sq_prune_criterion_name(cfg->criterion));
     if (x->dtype != SQ_F32)
         return sq_fail(ctx, SQ_ERR_DTYPE, "%s: on the GPU the pruning kernels take float32, got %s", fn,
                        sq_dtype_name(x->dtype));
@@ -226,7 +225,7 @@ sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b
     *y = NULL;
     if (stats) *stats = (sq_actprune_stats){0};
     SQ_TRY(sq_actprune_cfg_check(ctx, "linear_pruned", cfg));
-    if (x && sq_on_cuda(x)) SQ_TRY(need_gpu_cfg(ctx, "linear_pruned", x, cfg));
+    if (x && sq_on_cuda(x)) SQ_TRY(need_gpu_cfg(ctx, "linear_pruned", x));
     sq_tensor *out = NULL;
     sq_bsr *m = NULL;
     sq_status st;
@@ -243,7 +242,10 @@ sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b
             int64_t entries = 0;
             SQ_CHECK(sq_cuda_sync(ctx));
             t0 = sq_proc_monotonic();
-            SQ_CHECK(cuda_prune_pack(ctx, xs, cfg, SQ_MEM_SAVED, cfg->transpose_at_pack, &m));
+            /* as on the CPU, a CSR keeps no transposed index in SAVED (its
+             * dW builds one as workspace), so saved bytes agree */
+            SQ_CHECK(cuda_prune_pack(ctx, xs, cfg, SQ_MEM_SAVED,
+                                     cfg->transpose_at_pack && cfg->criterion != SQ_PRUNE_TOPK_UNSTRUCTURED, &m));
             SQ_CHECK(sq_cuda_sync(ctx));
             t1 = sq_proc_monotonic();
             if (stats) {
@@ -314,7 +316,7 @@ sq_status sq_actprune_dw_error(sq_ctx *ctx, sq_tensor *x, sq_tensor *dy,
     SQ_TRY(sq_need_same_dtype(ctx, "actprune_dw_error", x, dy));
     SQ_TRY(sq_need_same_device(ctx, "actprune_dw_error", "x", x, "dy", dy));
     int gpu = sq_on_cuda(x);
-    if (gpu) SQ_TRY(need_gpu_cfg(ctx, "actprune_dw_error", x, cfg));
+    if (gpu) SQ_TRY(need_gpu_cfg(ctx, "actprune_dw_error", x));
     char s1[64], s2[64];
     int64_t K = x->ndim ? x->shape[x->ndim - 1] : 0, M = dy->ndim ? dy->shape[dy->ndim - 1] : 0;
     int64_t R = K ? sq_tensor_numel(x) / K : 0;

@@ -21,6 +21,21 @@
  *     padding must stay poisoned (no stray writes); splits 1, 3 and auto
  *     must all pass; one rerun must be bitwise identical (no atomics).
  *
+ * The controls (sq_cuda_bsr_prune_pack_crit):
+ *   topk_unstructured: the CSR (row_ptr, col_idx, values bitwise) and its
+ *     transposed index, fused and rebuilt, equal the CPU's on the same
+ *     layouts, with coarse values and signed zeros (ties in |x|) and NaN/inf;
+ *     the CSR dW (sq_cuda_csr_dw) against float64 from the same entries:
+ *     relative Frobenius <= 1e-6 and every entry within 1.2e-7 relative
+ *     (float64 sums, one float32 rounding), padding untouched, a rerun
+ *     bitwise equal.
+ *   random (GPU Philox, not the CPU's stream, so no entry-wise reference):
+ *     exactly k blocks (k per block row), ascending, values = x's blocks,
+ *     transposed index = the CPU's built from the same BSR; same seed ->
+ *     same blocks, another seed or the next call -> other blocks, one Philox
+ *     offset per call; over 3000 draws every block's frequency within 5
+ *     standard deviations of k/nblocks (kr/nbc per row).
+ *
  * Exit codes: 0 all passed, 1 a failure, 77 no usable GPU (ctest: skipped). */
 #include "cuda/sq_cuda_actprune.h"
 #include "cuda/sq_cuda_kernels.h"

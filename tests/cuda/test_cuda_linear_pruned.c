@@ -28,14 +28,25 @@
  *           sq_linear's on the GPU minus the dense x plus saved_bytes (the
  *           dense x is let go, the BSR held); SAVED back to its level after
  *           backward; every GPU byte released at the end.
- *   errors: criteria random and topk_unstructured and float64 are refused on
- *           the GPU with a message naming them, leaking nothing.
+ *   controls: topk_unstructured runs every check above (its kept entries
+ *           are the CPU's; dW by the GPU CSR kernel in float64 sums, held
+ *           to the same tolerance; a CSR has no transposed index at pack).
+ *           random keeps other blocks than the CPU (Philox, not ctx->rng), so
+ *           its dW is checked against the CPU's float32 sq_bsr_dw on a host
+ *           copy of the very BSR the GPU node kept (<= 2e-5 / 4e-3), its
+ *           dw_flops against that BSR's, and reseeding the GPU stream
+ *           reproduces it (transpose at pack: bit-equal dW).
+ *   errors: float64 and mixed devices are refused on the GPU with a message
+ *           naming them, leaking nothing.
  *   dw_error: GPU vs CPU sq_actprune_dw_error within 1e-4 absolute (both
- *           measure the same kept set), 0 to 1e-5 at keep 1.
+ *           measure the same kept set; l2 and topk_unstructured), 0 to 1e-5
+ *           at keep 1.
  *
  * Exit codes: 0 all passed, 1 a failure, 77 no usable GPU (ctest: skipped). */
 #include "cuda/sq_cuda.h"
 #include "sq_actprune.h"
+#include "sq_autograd.h"
+#include "sq_bsr.h"
 #include "sq_device.h"
 #include "sq_ops.h"
 
@@ -123,14 +134,17 @@ static void check_case(tc *t, const lp_shape *sh, const sq_actprune_cfg *cfg, in
     int64_t K = sh->shape[sh->nd - 1], M = sh->M, R = 1;
     for (int i = 0; i < sh->nd - 1; i++) R *= sh->shape[i];
     char tag[160];
-    snprintf(tag, sizeof tag, "R %lld K %lld M %lld%s%s b %lld keep %.1f %s%s%s", (long long)R,
+    snprintf(tag, sizeof tag, "%s%sR %lld K %lld M %lld%s%s b %lld keep %.1f %s%s%s",
+             cfg->criterion == SQ_PRUNE_L2 ? "" : sq_prune_criterion_name(cfg->criterion),
+             cfg->criterion == SQ_PRUNE_L2 ? "" : " ", (long long)R,
              (long long)K, (long long)M, sh->bias ? " bias" : "", sh->transposed ? " xT" : "",
              (long long)cfg->block, cfg->keep, sq_prune_scope_name(cfg->scope),
              cfg->transpose_at_pack ? " t@pack" : "", tf32 ? " tf32" : "");
     sq_tensor *xc = NULL, *xbase = NULL, *wc = NULL, *bc = NULL, *gy = NULL;
     sq_tensor *xg = NULL, *xgbase = NULL, *wg = NULL, *bg = NULL, *gyg = NULL;
     sq_tensor *xr = NULL, *xrbase = NULL, *wr = NULL, *br = NULL;
-    sq_tensor *yc = NULL, *yg = NULL, *yr = NULL;
+    sq_tensor *yc = NULL, *yg = NULL, *yr = NULL, *gy2 = NULL, *dwref = NULL;
+    sq_bsr *hm = NULL; /* random: host copy of the GPU node's BSR */
     sq_actprune_stats sc, sg;
     int64_t ws[2] = {M, K}, bs[1] = {M};
     if (sh->transposed) { /* x = transpose of a contiguous (K,R) tensor, on each path */
@@ -162,9 +176,29 @@ static void check_case(tc *t, const lp_shape *sh, const sq_actprune_cfg *cfg, in
     MUST(t, sq_linear_pruned(ctx, xc, wc, bc, cfg, &yc, &sc));
     int64_t dsc = saved_now(t, SQ_CPU) - s0;
     sq_cuda_set_tf32(ctx, tf32);
+    const int rnd = cfg->criterion == SQ_PRUNE_RANDOM;
+    if (rnd) sq_cuda_rng_seed(ctx, 99); /* the tail below replays the same draw */
     int64_t g0 = saved_now(t, SQ_CUDA);
     MUST(t, sq_linear_pruned(ctx, xg, wg, bg, cfg, &yg, &sg));
     int64_t dsg = saved_now(t, SQ_CUDA) - g0;
+    if (rnd) { /* a host copy of the BSR the GPU node keeps: the reference of its dW */
+        const sq_bsr *m = yg->grad_fn ? yg->grad_fn->extra : NULL;
+        if (!m) {
+            report(t, 0, "%s: no BSR on the GPU node", tag);
+            goto out;
+        }
+        MUST(t, sq_bsr_new(ctx, SQ_F32, m->rows, m->cols, m->b, m->nnzb, SQ_MEM_OTHER, &hm));
+        sq_tensor *src[3] = {m->row_ptr, m->col_idx, m->values}, *dst[3] = {hm->row_ptr, hm->col_idx, hm->values};
+        for (int q = 0; q < 3; q++) {
+            sq_tensor *h = host(t, src[q]);
+            if (!h) {
+                report(t, 0, "%s: BSR to host: %s", tag, ctx->err);
+                goto out;
+            }
+            memcpy(sq_tensor_data(dst[q]), sq_tensor_data(h), (size_t)sq_tensor_numel(h) * sq_dtype_size(h->dtype));
+            sq_tensor_release(h);
+        }
+    }
     int64_t r0 = saved_now(t, SQ_CUDA);
     MUST(t, sq_linear(ctx, xr, wr, br, &yr));
     int64_t dsr = saved_now(t, SQ_CUDA) - r0;
@@ -174,10 +208,12 @@ static void check_case(tc *t, const lp_shape *sh, const sq_actprune_cfg *cfg, in
     report(t, e == 0, "%s: y bit-equal to GPU sq_linear", tag);
     e = rel_err(t, yg, yc, 0);
     report(t, e >= 0 && e <= (tf32 ? 5e-3 : 1e-5), "%s: y vs CPU rel %.2e (tol %.0e)", tag, e, tf32 ? 5e-3 : 1e-5);
+    /* random: the same counts, its own blocks (dw_flops of the padded ones) */
+    double want_flops = rnd ? sq_bsr_dw_flops(hm, M) : sc.dw_flops;
     int stats_eq = sg.pruned == 1 && sc.pruned == 1 && sg.kept_blocks == sc.kept_blocks &&
                    sg.total_blocks == sc.total_blocks && sg.saved_bytes == sc.saved_bytes &&
                    sg.value_bytes == sc.value_bytes && sg.dense_bytes == sc.dense_bytes &&
-                   sg.dw_flops == sc.dw_flops && sg.dense_dw_flops == sc.dense_dw_flops;
+                   sg.dw_flops == want_flops && sg.dense_dw_flops == sc.dense_dw_flops;
     report(t, stats_eq, "%s: stats equal the CPU's (kept %lld/%lld, saved %lld B, dw_flops %.0f vs %.0f)",
            tag, (long long)sg.kept_blocks, (long long)sg.total_blocks, (long long)sg.saved_bytes,
            sg.dw_flops, sc.dw_flops);
@@ -205,24 +241,39 @@ static void check_case(tc *t, const lp_shape *sh, const sq_actprune_cfg *cfg, in
         e = rel_err(t, bg->grad, br->grad, 1);
         report(t, e == 0, "%s: db bit-equal to GPU sq_linear", tag);
     }
-    double tol = tf32 ? 4e-3 : 2e-5;
-    e = rel_err(t, wg->grad, wc->grad, 0);
-    report(t, e >= 0 && e <= tol && sq_tensor_device(wg->grad) == SQ_CUDA,
-           "%s: dW vs CPU linear_pruned rel %.2e (tol %.0e)", tag, e, tol);
-    if (cfg->keep == 1) {
+    double tol = tf32 && cfg->criterion != SQ_PRUNE_TOPK_UNSTRUCTURED ? 4e-3 : 2e-5;
+    if (rnd) { /* CPU float32 sq_bsr_dw on the GPU's own kept blocks */
+        int64_t gs2[2] = {R, M}, ws2[2] = {M, K};
+        MUST(t, sq_tensor_empty(ctx, SQ_F32, 2, gs2, &gy2));
+        MUST(t, sq_tensor_empty(ctx, SQ_F32, 2, ws2, &dwref));
+        memcpy(sq_tensor_data(gy2), sq_tensor_data(gy), (size_t)(R * M) * 4);
+        MUST(t, sq_bsr_dw(ctx, gy2, hm, dwref));
+        e = rel_err(t, wg->grad, dwref, 0);
+        report(t, e >= 0 && e <= tol && sq_tensor_device(wg->grad) == SQ_CUDA,
+               "%s: dW vs CPU sq_bsr_dw on the GPU's kept blocks rel %.2e (tol %.0e)", tag, e, tol);
+    } else {
+        e = rel_err(t, wg->grad, wc->grad, 0);
+        report(t, e >= 0 && e <= tol && sq_tensor_device(wg->grad) == SQ_CUDA,
+               "%s: dW vs CPU linear_pruned rel %.2e (tol %.0e)", tag, e, tol);
+    }
+    if (cfg->keep == 1) { /* sq_linear's dW follows the TF32 flag whatever the criterion */
+        double tl = tf32 ? 4e-3 : 2e-5;
         e = rel_err(t, wg->grad, wr->grad, 0);
-        report(t, e >= 0 && e <= tol, "%s: keep 1: dW vs GPU sq_linear rel %.2e (tol %.0e)", tag, e, tol);
+        report(t, e >= 0 && e <= tl, "%s: keep 1: dW vs GPU sq_linear rel %.2e (tol %.0e)", tag, e, tl);
     }
     if (!cfg->transpose_at_pack && !tf32) { /* the index rebuilt in backward = the fused one */
         sq_actprune_cfg c2 = *cfg;
         c2.transpose_at_pack = 1;
         sq_tensor *w2 = to_gpu(t, wc, 1), *y2 = NULL;
         sq_actprune_stats s2;
+        if (rnd) sq_cuda_rng_seed(ctx, 99);
         sq_status st = sq_linear_pruned(ctx, xg, w2, bg ? bg : NULL, &c2, &y2, &s2);
         if (st == SQ_OK) st = sq_backward(ctx, y2, gyg);
         int64_t nbc = (K + cfg->block - 1) / cfg->block;
+        /* a CSR keeps no transposed index (its dW builds one as workspace) */
+        int64_t idx = cfg->criterion == SQ_PRUNE_TOPK_UNSTRUCTURED ? 0 : (nbc + 1) * 8 + 8 * sg.kept_blocks;
         e = st == SQ_OK ? rel_err(t, w2->grad, wg->grad, 1) : -1;
-        report(t, e == 0 && s2.saved_bytes == sg.saved_bytes + (nbc + 1) * 8 + 8 * sg.kept_blocks,
+        report(t, e == 0 && s2.saved_bytes == sg.saved_bytes + idx,
                "%s: transpose at pack: dW bit-equal, saved %lld = %lld + index", tag,
                (long long)s2.saved_bytes, (long long)sg.saved_bytes);
         sq_tensor_release(y2);
@@ -230,7 +281,8 @@ static void check_case(tc *t, const lp_shape *sh, const sq_actprune_cfg *cfg, in
     }
 out:
     sq_cuda_set_tf32(ctx, 0);
-    sq_tensor *all[] = {xc, xbase, wc, bc, gy, xg, xgbase, wg, bg, gyg, xr, xrbase, wr, br, yc, yg, yr};
+    sq_bsr_free(hm);
+    sq_tensor *all[] = {xc, xbase, wc, bc, gy, xg, xgbase, wg, bg, gyg, xr, xrbase, wr, br, yc, yg, yr, gy2, dwref};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) sq_tensor_release(all[i]);
 }
 
@@ -262,6 +314,21 @@ static void test_cases(tc *t)
     sq_actprune_cfg cfg;
     sq_actprune_cfg_default(&cfg);
     for (size_t s = 0; s < 3; s++) check_case(t, &shapes[s], &cfg, 1);
+    /* the controls: every shape, blocks 8 and 32, both scopes */
+    static const sq_prune_criterion crits[] = {SQ_PRUNE_RANDOM, SQ_PRUNE_TOPK_UNSTRUCTURED};
+    n = 0;
+    for (int ci = 0; ci < 2; ci++)
+        for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++)
+            for (size_t ki = 0; ki < 3; ki++) {
+                sq_actprune_cfg_default(&cfg);
+                cfg.criterion = crits[ci];
+                cfg.block = n % 2 ? 32 : 8;
+                cfg.keep = keeps[ki];
+                cfg.scope = n % 3 == 1 ? SQ_PRUNE_SCOPE_ROW : SQ_PRUNE_SCOPE_TENSOR;
+                cfg.transpose_at_pack = n % 4 == 3;
+                check_case(t, &shapes[s], &cfg, n % 5 == 4);
+                n++;
+            }
 }
 
 static void test_errors(tc *t)
@@ -271,21 +338,6 @@ static void test_errors(tc *t)
     sq_tensor *x = randn(t, SQ_F32, 2, xs, 0), *w = randn(t, SQ_F32, 2, ws, 1), *x64 = NULL, *w64 = NULL;
     sq_tensor *xg = to_gpu(t, x, 0), *wg = to_gpu(t, w, 1), *xg64 = NULL, *wg64 = NULL, *y = NULL;
     int64_t before = t->ctx.mem.total_cur[SQ_CUDA];
-    static const sq_prune_criterion crits[] = {SQ_PRUNE_RANDOM, SQ_PRUNE_TOPK_UNSTRUCTURED};
-    for (int i = 0; i < 2; i++) {
-        sq_actprune_cfg cfg;
-        sq_actprune_cfg_default(&cfg);
-        cfg.block = 8;
-        cfg.criterion = crits[i];
-        sq_status st = sq_linear_pruned(ctx, xg, wg, NULL, &cfg, &y, NULL);
-        const char *name = sq_prune_criterion_name(crits[i]);
-        report(t, st == SQ_ERR_DEVICE && y == NULL && strstr(ctx->err, name) && strstr(ctx->err, "cpu"),
-               "criterion %s on the GPU refused: \"%s\"", name, ctx->err);
-        double rel = 0;
-        st = sq_actprune_dw_error(ctx, xg, xg, &cfg, &rel);
-        report(t, st == SQ_ERR_DEVICE && strstr(ctx->err, name), "actprune_dw_error %s on the GPU refused: \"%s\"",
-               name, ctx->err);
-    }
     MUST(t, sq_tensor_to_dtype(ctx, x, SQ_F64, &x64));
     MUST(t, sq_tensor_to_dtype(ctx, w, SQ_F64, &w64));
     xg64 = to_gpu(t, x64, 0);
@@ -315,16 +367,20 @@ static void test_dw_error(tc *t)
             int64_t xs[2] = {shapes[s][0], shapes[s][1]}, gs[2] = {shapes[s][0], shapes[s][2]};
             sq_tensor *x = randn(t, SQ_F32, 2, xs, 0), *g = randn(t, SQ_F32, 2, gs, 0);
             sq_tensor *xg = to_gpu(t, x, 0), *gg = to_gpu(t, g, 0);
-            sq_actprune_cfg cfg;
-            sq_actprune_cfg_default(&cfg);
-            cfg.block = s ? 16 : 32;
-            cfg.keep = keeps[ki];
-            double ec = -1, eg = -1;
-            MUST(t, sq_actprune_dw_error(ctx, x, g, &cfg, &ec));
-            MUST(t, sq_actprune_dw_error(ctx, xg, gg, &cfg, &eg));
-            int ok = fabs(eg - ec) <= 1e-4 && (keeps[ki] < 1 || eg <= 1e-5);
-            report(t, ok, "dw_error R %lld K %lld M %lld b %lld keep %.1f: cuda %.6f cpu %.6f", (long long)xs[0],
-                   (long long)xs[1], (long long)gs[1], (long long)cfg.block, cfg.keep, eg, ec);
+            for (int u = 0; u < 2; u++) {
+                sq_actprune_cfg cfg;
+                sq_actprune_cfg_default(&cfg);
+                cfg.block = s ? 16 : 32;
+                cfg.keep = keeps[ki];
+                if (u) cfg.criterion = SQ_PRUNE_TOPK_UNSTRUCTURED;
+                double ec = -1, eg = -1;
+                MUST(t, sq_actprune_dw_error(ctx, x, g, &cfg, &ec));
+                MUST(t, sq_actprune_dw_error(ctx, xg, gg, &cfg, &eg));
+                int ok = fabs(eg - ec) <= 1e-4 && (keeps[ki] < 1 || eg <= 1e-5);
+                report(t, ok, "dw_error %s R %lld K %lld M %lld b %lld keep %.1f: cuda %.6f cpu %.6f",
+                       sq_prune_criterion_name(cfg.criterion), (long long)xs[0], (long long)xs[1], (long long)gs[1],
+                       (long long)cfg.block, cfg.keep, eg, ec);
+            }
         out:
             sq_tensor_release(x);
             sq_tensor_release(g);

@@ -73,13 +73,44 @@ T.test("core.linear_pruned on the GPU: y, dW, stats and SAVED bytes match the CP
     sg.total_blocks, sg.saved_bytes, sg.dense_bytes, dsg))
 end)
 
-T.test("the controls' criteria and float64 are clear errors on the GPU", function()
-  local x, w = sq.randn(40, 24, { device = "cuda" }), sq.randn(8, 24, { device = "cuda" }):requires_grad(true)
-  T.raises(function() sq.linear_pruned(x, w, nil, { block = 8, criterion = "random" }) end,
-    "criterion random runs on the cpu only")
-  T.raises(function() sq.linear_pruned(x, w, nil, { block = 8, criterion = "topk_unstructured" }) end,
-    "criterion topk_unstructured runs on the cpu only")
-  T.raises(function() sq.linear_pruned(x:to("float64"), w:detach():to("float64"), nil, {}) end,
+T.test("the controls' criteria run on the GPU; float64 is a clear error", function()
+  sq.manual_seed(33)
+  local x, w, gy = sq.randn(3, 41, 70), sq.randn(45, 70), sq.randn(3, 41, 45)
+  local function run(dev, o)
+    local wd = w:detach():to(dev):requires_grad(true)
+    local y, st = sq.linear_pruned(x:to(dev), wd, nil, o)
+    y:backward(gy:to(dev))
+    return y, st, wd:grad()
+  end
+  -- topk_unstructured keeps the CPU's entries: everything matches the CPU
+  for _, scope in ipairs { "tensor", "row" } do
+    local o = { block = 16, keep = 0.3, criterion = "topk_unstructured", scope = scope }
+    local yc, sc, dwc = run("cpu", o)
+    local yg, sg, dwg = run("cuda", o)
+    T.eq(dwg:device(), "cuda")
+    T.check(rel(yg, yc) <= 1e-5, "y rel " .. rel(yg, yc))
+    T.check(rel(dwg, dwc) <= 2e-5, scope .. ": dW rel " .. rel(dwg, dwc))
+    for _, k in ipairs { "kept_blocks", "total_blocks", "saved_bytes", "value_bytes", "dw_flops" } do
+      T.eq(sg[k], sc[k], k)
+    end
+  end
+  -- random: the GPU's own Philox stream (other blocks than the CPU), the
+  -- same counts, reproducible from sq.manual_seed, and exact at keep 1
+  local o = { block = 16, keep = 0.5, criterion = "random" }
+  local _, sc = run("cpu", o)
+  sq.manual_seed(5)
+  local _, sg, dw1 = run("cuda", o)
+  local _, _, dw2 = run("cuda", o)
+  sq.manual_seed(5)
+  local _, _, dw3 = run("cuda", o)
+  for _, k in ipairs { "kept_blocks", "total_blocks", "saved_bytes", "value_bytes" } do T.eq(sg[k], sc[k], k) end
+  T.eq(rel(dw3, dw1), 0, "same seed, same dW")
+  T.check(rel(dw2, dw1) > 1e-3, "next draw, other blocks: " .. rel(dw2, dw1))
+  local _, _, dwd = run("cuda", { block = 16, keep = 1, criterion = "random" })
+  local _, _, dwl = run("cuda", { block = 16, keep = 1 })
+  T.check(rel(dwd, dwl) <= 1e-6, "keep 1: random = l2 " .. rel(dwd, dwl))
+  local xc, wc = sq.randn(40, 24, { device = "cuda" }), sq.randn(8, 24, { device = "cuda" }):requires_grad(true)
+  T.raises(function() sq.linear_pruned(xc:to("float64"), wc:detach():to("float64"), nil, {}) end,
     "the pruning kernels take float32, got float64")
 end)
 
