@@ -299,9 +299,16 @@ int main(int argc, char **argv)
                 SQ(ctx, sq_cuda_bsr_shape(ctx, R, K, db, kd[q], SQ_PRUNE_SCOPE_TENSOR, &m));
                 SQ(ctx, sq_cuda_bsr_alloc(ctx, &m, SQ_MEM_SAVED));
                 SQ(ctx, sq_cuda_bsr_prune_pack(ctx, &m, x, K, 1, kd[q], SQ_PRUNE_SCOPE_TENSOR));
-                const int sp[8] = {0, 1, 2, 4, 8, 16, 32, 64}; /* 0: the automatic choice */
+                const int sp[5] = {0, 1, 4, 16, 64}; /* 0: the automatic choice */
                 double bfl = 2.0 * (double)M * (double)m.nnzb * (double)(db * db);
-                for (int k = 0; k < 8; k++) {
+                if (sq_cuda_bsr_dw_has_wgmma(ctx)) { /* the wgmma kernel, automatic tile and splits */
+                    float tw;
+                    TIME(&T, 5, tw, SQ(ctx, sq_cuda_bsr_dw_tile(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_TF32, 0, 0,
+                                                                 SQ_CUDA_DW_WGMMA)));
+                    printf("diag %s b %d keep %.2f wgmma tf32 %.3f ms (%.0f TFLOP/s)\n", shapes[si].name, db, kd[q],
+                           tw, bfl / tw * 1e-9);
+                }
+                for (int k = 0; k < 5; k++) {
                     float t1, t3;
                     TIME(&T, 5, t1, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_TF32, sp[k])));
                     TIME(&T, 5, t3, SQ(ctx, sq_cuda_bsr_dw(ctx, dw, K, dy, M, M, &m, SQ_CUDA_DW_3XTF32, sp[k])));

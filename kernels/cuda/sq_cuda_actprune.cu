@@ -1369,6 +1369,7 @@ __device__ __forceinline__ void wgmma_n32(float *d, const unsigned *a, uint64_t 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 __device__ __forceinline__ void fence_proxy_async()
 {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -1382,8 +1383,15 @@ __device__ __forceinline__ uint64_t wg_desc(const void *smem)
 
 #define WG_BSTAGE (32 * DW_NT) /* floats of x̂ per stage: 32 rows x 128 columns */
 
+/* 4 stages, loads 2 ahead: the buffer a load refills was read by the
+ * wgmmas of two iterations back, which wgmma.wait_group 1 has retired; one
+ * CTA per SM */
+template <int MT> struct wg_cfg {
+    static constexpr int THREADS = 2 * MT, STAGES = 4, AHEAD = 2, RING = STAGES + 1, LDA = MT + 8;
+};
+
 template <int B, int MT>
-__global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
+__global__ void __launch_bounds__(wg_cfg<MT>::THREADS, 1)
     k_bsr_dw_wg(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
                 int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
                 const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
@@ -1392,8 +1400,8 @@ __global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
 #ifdef SQ_WG_BODY
     static_assert(B == 32 || B == 64, "wgmma path: b 32 or 64");
     constexpr int G = DW_NT / B, KC = 32, CPB = B / KC;
-    constexpr int NTH = dw_cfg<MT>::THREADS, DW_STAGES = dw_cfg<MT>::STAGES, DW_RING = dw_cfg<MT>::RING;
-    constexpr int LDA = dw_cfg<MT>::LDA;
+    constexpr int NTH = wg_cfg<MT>::THREADS, DW_STAGES = wg_cfg<MT>::STAGES, DW_RING = wg_cfg<MT>::RING;
+    constexpr int LDA = wg_cfg<MT>::LDA, AHEAD = wg_cfg<MT>::AHEAD;
     constexpr int STAGE_A = KC * LDA;
     extern __shared__ __align__(128) float smem[];
     float *sB = smem;                       /* [STAGES][32*128]: x̂, core-matrix layout (aligned) */
@@ -1499,20 +1507,21 @@ __global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
         for (int q = 0; q < DW_STAGES; q++) make_desc(q);
     __syncthreads();
 #pragma unroll
-    for (int q = 0; q < DW_STAGES - 1; q++) {
+    for (int q = 0; q < AHEAD; q++) {
         if (desc[q].row >= 0) load_stage(q, desc[q]);
         cp_async_commit();
     }
 
+    unsigned af[2][KC / 8][4]; /* two sets: the wgmmas in flight still read the other */
     for (int it = 0;; it++) {
-        cp_async_wait<DW_STAGES - 2>();
+        cp_async_wait<AHEAD - 1>();
         fence_proxy_async(); /* this thread's cp.async writes, visible to the wgmma (async proxy) */
         __syncthreads();
         const int row = desc[it % DW_RING].row;
         if (row < 0) break; /* uniform */
         const unsigned mask = desc[it % DW_RING].mask;
         {
-            const int nx = it + DW_STAGES - 1;
+            const int nx = it + AHEAD;
             const dw_desc<G> &dn = desc[nx % DW_RING];
             if (dn.row >= 0) load_stage(nx % DW_STAGES, dn);
             cp_async_commit();
@@ -1521,13 +1530,13 @@ __global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
 
         const float *a = sA + (it % DW_STAGES) * STAGE_A;
         const float *bst = sB + (it % DW_STAGES) * WG_BSTAGE;
-        unsigned af[KC / 8][4];
+        unsigned(&A)[KC / 8][4] = af[it & 1];
 #pragma unroll
         for (int s8 = 0; s8 < KC / 8; s8++) {
             const float2 lo = *reinterpret_cast<const float2 *>(a + (s8 * 8 + tig) * LDA + am);
             const float2 hi = *reinterpret_cast<const float2 *>(a + (s8 * 8 + tig + 4) * LDA + am);
-            af[s8][0] = tf32_rn(lo.x), af[s8][1] = tf32_rn(lo.y);
-            af[s8][2] = tf32_rn(hi.x), af[s8][3] = tf32_rn(hi.y);
+            A[s8][0] = tf32_rn(lo.x), A[s8][1] = tf32_rn(lo.y);
+            A[s8][2] = tf32_rn(hi.x), A[s8][3] = tf32_rn(hi.y);
         }
         wgmma_fence();
         /* block by block (the branch is uniform), its four k8 steps back to back */
@@ -1537,13 +1546,14 @@ __global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
 #pragma unroll
             for (int s8 = 0; s8 < KC / 8; s8++) {
                 const uint64_t dsc = wg_desc(reinterpret_cast<const char *>(bst) + s8 * 4096 + g * (B / 8) * 256);
-                if (B == 64) wgmma_n64(acc[g], af[s8], dsc);
-                else wgmma_n32(acc[g], af[s8], dsc);
+                if (B == 64) wgmma_n64(acc[g], A[s8], dsc);
+                else wgmma_n32(acc[g], A[s8], dsc);
             }
         }
         wgmma_commit();
-        wgmma_wait0(); /* the stage's buffers are refilled after the next barrier */
+        wgmma_wait1(); /* this iteration's group may run on; the previous one is done */
     }
+    wgmma_wait0();
 
     float *o = out + (int64_t)split * split_stride;
 #pragma unroll
@@ -1562,7 +1572,7 @@ static sq_status launch_dw_wg(sq_ctx *ctx, unsigned grid, float *out, int64_t ld
                               const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups,
                               int mtiles, int splits)
 {
-    typedef dw_cfg<MT> C;
+    typedef wg_cfg<MT> C;
     const size_t smem = (size_t)C::STAGES * (WG_BSTAGE + 32 * C::LDA) * sizeof(float);
     auto kern = k_bsr_dw_wg<B, MT>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -1665,7 +1675,10 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
     if (kernel == SQ_CUDA_DW_WGMMA && !wg_ok)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: the wgmma kernel needs TF32, b 32 or 64, M and ldy multiples of 4, "
                        "a build for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and an sm_90 GPU", fn);
-    const int use_wg = kernel == SQ_CUDA_DW_MMA ? 0 : wg_ok;
+    /* measured on the H100 (results/reports/actprune_dw.md): this first
+     * wgmma kernel reaches ~82 TFLOP/s with every block kept against
+     * mma.sync's ~106, so the automatic choice stays mma.sync */
+    const int use_wg = kernel == SQ_CUDA_DW_WGMMA;
     const int G = DW_NT / (int)b;
     const int64_t mtiles = cdiv(M, MT), groups = cdiv(m->nbc, G);
     const int64_t tiles = mtiles * groups;

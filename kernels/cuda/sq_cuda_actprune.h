@@ -164,9 +164,11 @@ typedef enum {
  * tuning).  Counts the call and its FLOPs (2*M*nnzb*b*b) in ctx->stats. */
 sq_status sq_cuda_bsr_dw(sq_ctx *ctx, float *dw, int64_t ldw, const float *dy, int64_t ldy,
                          int64_t M, const sq_cuda_bsr *m, sq_cuda_dw_prec prec, int splits);
-/* Which BSR dW kernel: the automatic choice is the Hopper wgmma kernel for
- * TF32 with b 32 or 64 and 16-byte dy loads when sq_cuda_bsr_dw_has_wgmma,
- * else the mma.sync kernel (every b, both precisions, any alignment). */
+/* Which BSR dW kernel: mma.sync (every b, both precisions, any alignment;
+ * the automatic choice) or the Hopper wgmma kernel (TF32, b 32 or 64,
+ * 16-byte dy loads, when sq_cuda_bsr_dw_has_wgmma): a first version that is
+ * slower than mma.sync on the H100 today, kept as the base for the
+ * TMA/larger-tile work and measured by experiments/bench/actprune_dw.sh. */
 typedef enum { SQ_CUDA_DW_AUTO = 0, SQ_CUDA_DW_MMA, SQ_CUDA_DW_WGMMA } sq_cuda_dw_kernel;
 /* 1 when the wgmma kernel can run: the library was built for sm_90a
  * (CMAKE_CUDA_ARCHITECTURES 90a, the default) and the device is sm_90. */
