@@ -11,7 +11,8 @@
 #   SQ_COMMIT=<short hash> experiments/bench/actprune_gpu.sh     (carry .device-deps, .device-data)
 #
 # Environment: OUT (default /tmp/actprune_gpu), BUILD (default /tmp/build),
-# BLOCK (32), KEEPS (1,0.5,0.1), EPOCHS (1; see below), SIZE (full),
+# BLOCK (32; lists like 32,64 work), KEEPS (1,0.5,0.1), CRITERIA (l2), SEEDS (0),
+# DENSE=1 (first a dense baseline: criterion dense, same seeds), EPOCHS (1; see below), SIZE (full),
 # SKIP_TESTS=1, BUDGET (s for the whole script, default 400: the sweep gets
 # what the build and tests left, less 20 s for the tables), RESULTS (the
 # results folder, default /tmp/actprune_gpu_results).
@@ -29,6 +30,9 @@ export OUT=${OUT:-/tmp/actprune_gpu}
 export BUILD=${BUILD:-/tmp/build}
 mkdir -p "$OUT"
 BLOCK=${BLOCK:-32}
+CRITERIA=${CRITERIA:-l2}
+SEEDS=${SEEDS:-0}
+DENSE=${DENSE:-0}
 KEEPS=${KEEPS:-1,0.5,0.1}
 EPOCHS=${EPOCHS:-1}
 SIZE=${SIZE:-full}
@@ -53,10 +57,17 @@ fi
 
 R=${RESULTS:-/tmp/actprune_gpu_results}
 SWEEP_LIMIT=$(( BUDGET - ($(date +%s) - t0) - 20 ))
-CMD="squeeze sweep experiments/actprune.lua size=$SIZE epochs=$EPOCHS criterion=l2 block=$BLOCK keep=$KEEPS seed=0 -j 1 --results $R"
-echo "== $CMD   (epochs $EPOCHS; limit $SWEEP_LIMIT s)"
+CMD="squeeze sweep experiments/actprune.lua size=$SIZE epochs=$EPOCHS criterion=$CRITERIA block=$BLOCK keep=$KEEPS seed=$SEEDS -j 1 --results $R"
 t1=$(date +%s)
-timeout "$SWEEP_LIMIT" "$SQ" ${CMD#squeeze } >"$OUT/sweep.log" 2>&1
+if [ "$DENSE" = 1 ]; then  # the dense baseline (nn.Linear, no pruning) first, same seeds
+    DCMD="squeeze sweep experiments/actprune.lua size=$SIZE epochs=$EPOCHS criterion=dense block=0 keep=1 seed=$SEEDS -j 1 --results $R"
+    echo "== $DCMD"
+    timeout "$SWEEP_LIMIT" "$SQ" ${DCMD#squeeze } >"$OUT/sweep_dense.log" 2>&1
+    echo "dense rc $?, $(( $(date +%s) - t1 )) s"
+    CMD="$DCMD; $CMD"
+fi
+echo "== $CMD   (epochs $EPOCHS; limit $SWEEP_LIMIT s in all)"
+timeout $(( SWEEP_LIMIT - ($(date +%s) - t1) )) "$SQ" ${CMD##*; squeeze } >"$OUT/sweep.log" 2>&1
 echo "sweep rc $?, $(( $(date +%s) - t1 )) s"
 cat "$R"/sweeps/actprune/logs/*.log >"$OUT/runs.log" 2>/dev/null
 grep -E "^actprune:|^epoch" "$OUT/runs.log"
@@ -79,7 +90,7 @@ T="$SQ table --results $R --sweep actprune --rows criterion,block --cols keep --
         round(\"dw_err.mean\", 4) as dw_err, round(\"dw_err.token_mix\", 4) as dw_err_tm,
         round(\"dw_err.fc1\", 4) as dw_err_fc1, round(\"dw_err.fc2\", 4) as dw_err_fc2,
         round(train_seconds, 1) as train_s
-        from flat where sweep = 'actprune' order by keep desc" 2>&1
+        from flat where sweep = 'actprune' order by criterion = 'dense' desc, block, keep desc, seed" 2>&1
     for m in test_acc:4 saved_bytes:0 saved_reduction:4 mem_reduction:4 t_forward_ms:2 t_compress_ms:2 \
              t_backward_ms:2 t_optim_ms:2 t_step_ms:2 dw_err.mean:4; do
         echo; echo "\`squeeze table ... --metric ${m%%:*}\`"; echo
