@@ -1,6 +1,7 @@
 -- test_cuda_actprune.lua — structured activation pruning on the GPU from Lua:
 -- core.linear_pruned and core.actprune_dw_error on GPU tensors against the
--- CPU; a small pruned ResMLP trained on both devices; the model of
+-- CPU (the controls random and topk_unstructured too); a small pruned ResMLP
+-- trained on both devices, with each criterion; the model of
 -- experiments/actprune.lua at its full size (size=full: patch 2 on 28x28 =
 -- 196 tokens, dim 384, depth 12, expansion 4; every token_mix, fc1 and fc2
 -- pruned, block 32, keep 0.5, l2) training on the GPU for a few steps, with
@@ -163,6 +164,45 @@ T.test("a pruned ResMLP trains on the GPU as on the CPU", function()
   T.eq(sg.pruned_calls, sc.pruned_calls)
   T.eq(sg.saved_bytes, sc.saved_bytes, "BSR bytes over the 5 steps")
   T.eq(sg.kept_blocks, sc.kept_blocks)
+end)
+
+T.test("the controls train a pruned ResMLP on the GPU (experiments/actprune.lua's criterion axis)", function()
+  sq.manual_seed(36)
+  local x, y = sq.randn(32, 784), labels(32)
+  for _, crit in ipairs { "topk_unstructured", "random" } do
+    local function make(dev)
+      sq.manual_seed(37)
+      local m = nn.ResMLP { image = 28, patch = 7, dim = 64, depth = 2, expansion = 4 }
+      if dev == "cuda" then m:cuda() end
+      actprune.apply(m, { block = 8, keep = 0.3, criterion = crit, scope = "tensor" })
+      return m
+    end
+    local mc, mg = make("cpu"), make("cuda")
+    local lc = train(mc, x, y, 4)
+    local lg = train(mg, x:cuda(), y:cuda(), 4)
+    for i, l in ipairs(lg) do T.check(l == l and l < 1e3, crit .. ": loss " .. i .. " finite: " .. l) end
+    T.check(lg[#lg] < lg[1], ("%s: the GPU run learns, loss %.4f -> %.4f"):format(crit, lg[1], lg[#lg]))
+    local sc, sg = actprune.stats(mc), actprune.stats(mg)
+    T.eq(sg.pruned_calls, sc.pruned_calls, crit .. " pruned calls")
+    T.eq(sg.kept_blocks, sc.kept_blocks, crit .. " kept")
+    T.eq(sg.saved_bytes, sc.saved_bytes, crit .. " saved bytes")
+    if crit == "topk_unstructured" then -- the CPU's entries: the same curve up to rounding
+      local worst = 0
+      for i = 1, #lc do worst = math.max(worst, math.abs(lg[i] - lc[i]) / math.max(1, math.abs(lc[i]))) end
+      T.check(worst <= 1e-3, "topk_unstructured loss curves differ by " .. worst)
+    end
+    local errs = actprune.dw_errors(mg, function()
+      mg:zero_grad()
+      nn.cross_entropy(mg:forward(x:cuda()), y:cuda()):backward()
+    end)
+    local n = 0
+    for name, e in pairs(errs) do
+      n = n + 1
+      T.check(e > 0 and e < 1.5, ("%s: dw_err %s = %g"):format(crit, name, e))
+    end
+    T.eq(n, 6, crit .. ": a dW error per pruned layer")
+    print(("     %s: loss %.4f -> %.4f on cuda (cpu %.4f -> %.4f)"):format(crit, lg[1], lg[#lg], lc[1], lc[#lc]))
+  end
 end)
 
 T.test("experiments/actprune.lua's full-size model trains on the GPU (a few steps)", function()
