@@ -1366,6 +1366,11 @@ __device__ __forceinline__ void wgmma_n32(float *d, const unsigned *a, uint64_t 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
 }
 
+/* pins a register for the wgmma sequence (CUTLASS's warpgroup_fence_operand):
+ * without it the compiler may move accumulators between the asynchronous
+ * MMAs and then has to serialise them (ptxas C7519) */
+__device__ __forceinline__ void reg_fence(float &r) { asm volatile("" : "+f"(r)::"memory"); }
+__device__ __forceinline__ void reg_fence(unsigned &r) { asm volatile("" : "+r"(r)::"memory"); }
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmma_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
@@ -1538,6 +1543,14 @@ __global__ void __launch_bounds__(wg_cfg<MT>::THREADS, 1)
             A[s8][0] = tf32_rn(lo.x), A[s8][1] = tf32_rn(lo.y);
             A[s8][2] = tf32_rn(hi.x), A[s8][3] = tf32_rn(hi.y);
         }
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int i = 0; i < B / 2; i++) reg_fence(acc[g][i]);
+#pragma unroll
+        for (int s8 = 0; s8 < KC / 8; s8++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) reg_fence(A[s8][e]);
         wgmma_fence();
         /* block by block (the branch is uniform), its four k8 steps back to back */
 #pragma unroll
@@ -1551,6 +1564,10 @@ __global__ void __launch_bounds__(wg_cfg<MT>::THREADS, 1)
             }
         }
         wgmma_commit();
+#pragma unroll
+        for (int g = 0; g < G; g++)
+#pragma unroll
+            for (int i = 0; i < B / 2; i++) reg_fence(acc[g][i]);
         wgmma_wait1(); /* this iteration's group may run on; the previous one is done */
     }
     wgmma_wait0();
