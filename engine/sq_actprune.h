@@ -21,9 +21,15 @@ typedef struct {
                                     * 0 (default): the dW kernel builds it in backward as
                                     * WORKSPACE, so SAVED holds only the minimal BSR.
                                     * Ignored for topk_unstructured (CSR, row-wise kernel) */
+    int time_compress;             /* 1 (default): compress_s is measured; on the GPU that
+                                    * drains the stream before and after the pack, which
+                                    * stalls the pipeline once per pruned layer and step.
+                                    * 0: on the GPU no drain and compress_s = 0 (an
+                                    * experiment times a sample of steps); the CPU always
+                                    * times (it costs nothing there) */
 } sq_actprune_cfg;
 
-/* Defaults: block 32, keep 0.5, l2, scope tensor, transpose in backward.
+/* Defaults: block 32, keep 0.5, l2, scope tensor, transpose in backward, timed.
  * (The experiment sweeps block and keep; record the cfg with every run.) */
 void sq_actprune_cfg_default(sq_actprune_cfg *cfg);
 /* Checks cfg; on failure a message prefixed with fn names the bad field. */
@@ -37,7 +43,8 @@ typedef struct {
     int64_t saved_bytes;    /* bytes the node holds for x: sq_bsr_bytes of the BSR */
     int64_t value_bytes;    /* of which values */
     int64_t dense_bytes;    /* R*K*sizeof(dtype): what sq_linear would hold for x */
-    double compress_s;      /* prune-and-pack wall time (sq_proc_monotonic) */
+    double compress_s;      /* prune-and-pack wall time (sq_proc_monotonic); 0 when not timed */
+    int compress_timed;     /* 1 when compress_s was measured (see cfg.time_compress) */
     double dw_flops;        /* FLOPs of the BSR dW (2*M*kept entries) */
     double dense_dw_flops;  /* 2*M*R*K */
 } sq_actprune_stats;
@@ -55,10 +62,10 @@ typedef struct {
  * saved_bytes and the SAVED category are the CPU's to the byte); dW is the
  * BSR tensor-core kernel, in TF32 when the context's TF32 flag is on (the
  * precision the dense GEMMs then use too) and in 3xTF32 otherwise (about
- * fp32-accurate).  Float32 and criterion l2 only: random and
- * topk_unstructured (the controls) and float64 are SQ_ERR_DEVICE /
- * SQ_ERR_DTYPE there.  compress_s on the GPU is the prune-and-pack's own GPU
- * time: the stream is synchronised before and after it. */
+ * fp32-accurate).  Every criterion; float32 only (float64 is SQ_ERR_DTYPE
+ * there).  compress_s on the GPU is the prune-and-pack's own GPU time: the
+ * stream is synchronised before and after it, unless cfg.time_compress is 0
+ * (then nothing waits, compress_s is 0 and compress_timed 0). */
 sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b,
                            const sq_actprune_cfg *cfg, sq_tensor **y, sq_actprune_stats *stats);
 

@@ -8,7 +8,8 @@
  *   core.actprune_dw_error(x, dy, opts)   -> ‖dW − dŴ‖/‖dW‖
  *
  * opts = {block=32, keep=0.5, criterion="l2"|"random"|"topk_unstructured",
- *         scope="tensor"|"row", transpose_at_pack=false}; missing fields take
+ *         scope="tensor"|"row", transpose_at_pack=false, time_compress=true};
+ * missing fields take
  * the engine defaults (sq_actprune_cfg_default), unknown fields are an error.
  * Arguments are checked before the engine runs; result userdata are created
  * empty first, so a raise after an engine failure leaks nothing. */
@@ -59,9 +60,11 @@ static void check_opts(lua_State *L, int arg, sq_actprune_cfg *cfg, int any_bloc
             cfg->scope = (sq_prune_scope)c;
         } else if (strcmp(k, "transpose_at_pack") == 0) {
             cfg->transpose_at_pack = lua_toboolean(L, -1);
+        } else if (strcmp(k, "time_compress") == 0) {
+            cfg->time_compress = lua_toboolean(L, -1);
         } else {
             luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s' (block, keep, criterion, "
-                                                     "scope, transpose_at_pack)", k));
+                                                     "scope, transpose_at_pack, time_compress)", k));
         }
         lua_pop(L, 1);
     }
@@ -114,6 +117,7 @@ static int l_linear_pruned(lua_State *L)
     set_int(L, "value_bytes", s.value_bytes);
     set_int(L, "dense_bytes", s.dense_bytes);
     set_num(L, "compress_s", s.compress_s);
+    set_int(L, "compress_timed", s.compress_timed);
     set_num(L, "dw_flops", s.dw_flops);
     set_num(L, "dense_dw_flops", s.dense_dw_flops);
     return 2;

@@ -41,9 +41,10 @@ local fmt = string.format
 actprune.RESMLP_LAYERS = { "token_mix", "fc1", "fc2" }
 local RESMLP_SET = { token_mix = true, fc1 = true, fc2 = true }
 
-local OPT_KEYS = { block = true, keep = true, criterion = true, scope = true, transpose_at_pack = true }
+local OPT_KEYS = { block = true, keep = true, criterion = true, scope = true, transpose_at_pack = true,
+                   time_compress = true }
 local APPLY_KEYS = { block = true, keep = true, criterion = true, scope = true, transpose_at_pack = true,
-                     layers = true }
+                     time_compress = true, layers = true }
 
 -- Checks a layer config with the binding's own checks (one source of truth
 -- for the accepted values) and returns a fresh copy with the defaults filled
@@ -58,6 +59,8 @@ local function check_cfg(o, fname, level)
   cfg.criterion = cfg.criterion == nil and "l2" or cfg.criterion
   cfg.scope = cfg.scope == nil and "tensor" or cfg.scope
   cfg.transpose_at_pack = cfg.transpose_at_pack and true or false
+  if cfg.time_compress == nil then cfg.time_compress = true end
+  cfg.time_compress = cfg.time_compress and true or false
   -- a 1x1 input and a weight that needs no gradient: only the options are checked
   local ok, err = pcall(core.linear_pruned, core.zeros({ 1, 1 }), core.zeros({ 1, 1 }), nil, cfg)
   if not ok then
@@ -73,7 +76,7 @@ local ActPruneLinear = nn.class("ActPruneLinear")
 actprune.ActPruneLinear = ActPruneLinear
 
 local STAT_KEYS = { "kept_blocks", "total_blocks", "saved_bytes", "value_bytes", "dense_bytes", "compress_s",
-                    "dw_flops", "dense_dw_flops" }
+                    "compress_timed", "dw_flops", "dense_dw_flops" }
 
 -- ActPruneLinear(linear, cfg): takes over linear.weight / linear.bias (the
 -- same tensors, registered under the same names).  cfg: block, keep,
@@ -160,7 +163,7 @@ function actprune.apply(model, opts)
   if type(opts) ~= "table" then error("actprune.apply: options table expected, got " .. type(opts), 2) end
   for k in pairs(opts) do
     if not APPLY_KEYS[k] then
-      error(fmt("actprune.apply: unknown option '%s' (block, keep, criterion, scope, transpose_at_pack, layers)",
+      error(fmt("actprune.apply: unknown option '%s' (block, keep, criterion, scope, transpose_at_pack, time_compress, layers)",
         tostring(k)), 2)
     end
   end
@@ -229,6 +232,14 @@ function actprune.set_enabled(model, on)
   return model
 end
 
+-- Whether the pruned layers time their compress step (cfg.time_compress):
+-- on the GPU timing drains the stream around every prune-and-pack, so an
+-- experiment times a sample of steps and leaves the others undisturbed.
+function actprune.set_time_compress(model, on)
+  for _, e in ipairs(actprune.layers(model)) do e.module.cfg.time_compress = on and true or false end
+  return model
+end
+
 function actprune.reset_stats(model)
   for _, e in ipairs(actprune.layers(model)) do e.module:reset_stats() end
   return model
@@ -236,7 +247,8 @@ end
 
 -- Totals over the pruned layers since the last reset, and per layer:
 -- {calls, pruned_calls, kept_blocks, total_blocks, saved_bytes, value_bytes,
---  dense_bytes, compress_s, dw_flops, dense_dw_flops,
+--  dense_bytes, compress_s, compress_timed (calls whose compress_s was measured),
+--  dw_flops, dense_dw_flops,
 --  kept_fraction = kept_blocks / total_blocks, layers = { [name] = stats }}
 function actprune.stats(model)
   local tot = { calls = 0, pruned_calls = 0, layers = {} }

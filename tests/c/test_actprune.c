@@ -573,7 +573,7 @@ TEST(dx_db_exact_and_saved_bytes_at_any_keep)
             for (int bi = 0; bi < 4; bi++)
                 for (int ki = 0; ki < 5; ki++) {
                     sq_actprune_cfg cfg = {blocks[bi], keeps[ki], (sq_prune_criterion)crit,
-                                           (sq_prune_scope)scope, (bi + ki) % 2};
+                                           (sq_prune_scope)scope, (bi + ki) % 2, 1};
                     run_out p;
                     CHECK_OK(&ctx, run_layer(&ctx, x, w, b, g, &cfg, &p));
                     CHECK_MSG(same_bytes(d.y, p.y) && same_bytes(d.dx, p.dx) && same_bytes(d.db, p.db),

@@ -69,7 +69,20 @@ T.test("core.linear_pruned on the GPU: y, dW, stats and SAVED bytes match the CP
     T.eq(sg[k], sc[k], k)
   end
   T.check(sg.pruned and sg.compress_s >= 0)
+  T.eq(sg.compress_timed, 1)
   T.eq(dsg, dsc, "SAVED bytes added by the forward")
+  -- time_compress = false: nothing drains the stream, compress_s is 0, the
+  -- results are the same bits
+  local opts_t = opts
+  opts = { block = 16, keep = 0.3, time_compress = false }
+  local yn, sn, dsn, dwn, dbn = run("cuda")
+  opts = opts_t
+  T.eq(sn.compress_timed, 0)
+  T.eq(sn.compress_s, 0)
+  T.eq(dsn, dsg, "SAVED bytes untimed")
+  T.eq(rel(yn, yg), 0, "y untimed")
+  T.eq(rel(dwn, dwg), 0, "dW untimed")
+  T.eq(rel(dbn, dbg), 0, "db untimed")
   print(("     kept %d/%d blocks, saved %d B (dense %d B), SAVED +%d B on both"):format(sg.kept_blocks,
     sg.total_blocks, sg.saved_bytes, sg.dense_bytes, dsg))
 end)
