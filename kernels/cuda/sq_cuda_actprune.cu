@@ -1034,40 +1034,22 @@ template <int G> struct dw_desc {
     int blk[G];
 };
 
-/* Grid: linear over (split, m tile, group), group fastest so that CTAs
- * running together read the same rows of dy.  Writes the (M,K) tile either
- * into dw (splits == 1) or into partial tile `split` of out (ld K). */
-template <int B, int MT, bool X3, bool VEC>
-__global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
-    k_bsr_dw(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
-             int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
-             const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
-             int64_t K, int64_t nbr, int64_t nbc, int groups, int mtiles, int splits)
-{
-    constexpr int G = DW_NT / B;          /* block columns per CTA */
-    constexpr int KC = B < 32 ? B : 32;   /* rows of a block per stage */
-    constexpr int CPB = B / KC;           /* stages per block row */
-    constexpr int NTH = dw_cfg<MT>::THREADS, DW_STAGES = dw_cfg<MT>::STAGES, DW_RING = dw_cfg<MT>::RING;
-    constexpr int LDA = dw_cfg<MT>::LDA;
-    constexpr int STAGE_A = KC * LDA, STAGE_B = KC * DW_LD; /* floats per operand per stage */
-    extern __shared__ __align__(16) float smem[];
-    float *sA = smem;                       /* [STAGES][KC][LDA]: dy rows, m contiguous */
-    float *sB = smem + DW_STAGES * STAGE_A; /* [STAGES][KC][DW_LD]: block rows, n contiguous */
-    __shared__ dw_desc<G> desc[DW_RING];
+/* Warp 0's walk over the union of a group's kept blocks inside the CTA's
+ * block-row range [ib, ie): lane g < G follows column grp*G+g's list in the
+ * transposed index (rows ascending); each step takes the smallest head row,
+ * the mask of the lanes sitting on it, and their block ids, and emits one
+ * stage descriptor per KC-row chunk of that block row.  The entry after a
+ * lane's head is loaded one step early (nrow/nblk), so the list reads are
+ * off the walk's critical path.  Shared by the mma.sync and wgmma kernels. */
+template <int G, int CPB> struct dw_walk {
+    int cur, end, head, hblk, nrow, nblk, chunk, myblk, crow;
+    unsigned cmask;
 
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int64_t lin = blockIdx.x;
-    const int grp = (int)(lin % groups);
-    const int mt = (int)((lin / groups) % mtiles);
-    const int split = (int)(lin / ((int64_t)groups * mtiles));
-    const int64_t m0 = (int64_t)mt * MT, n0 = (int64_t)grp * DW_NT;
-    const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
-
-    /* warp 0 walks the group's column lists: lane g < G owns column grp*G+g */
-    int cur = 0, end = 0, head = INT_MAX, chunk = 0, myblk = 0, crow = -1;
-    unsigned cmask = 0;
-    if (warp == 0) {
-        int64_t j = (int64_t)grp * G + lane;
+    __device__ void init(int lane, int grp, const int64_t *__restrict__ col_ptr, const int32_t *__restrict__ t_row,
+                         const int32_t *__restrict__ t_blk, int64_t nbc, int64_t ib, int64_t ie)
+    {
+        cur = end = 0, head = nrow = INT_MAX, hblk = nblk = 0, chunk = 0, myblk = 0, crow = -1, cmask = 0;
+        const int64_t j = (int64_t)grp * G + lane;
         if (lane < G && j < nbc) {
             int64_t lo = col_ptr[j], hi = col_ptr[j + 1];
             /* first position with t_row >= ib, then >= ie */
@@ -1085,34 +1067,74 @@ __global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
                 else z = md;
             }
             end = (int)a;
-            head = cur < end ? t_row[cur] : INT_MAX;
+            if (cur < end) head = t_row[cur], hblk = t_blk[cur];
+            if (cur + 1 < end) nrow = t_row[cur + 1], nblk = t_blk[cur + 1];
         }
     }
-    /* warp 0: the descriptor of the next stage into ring slot `slot` */
-    auto make_desc = [&](int slot) {
+    /* the next stage's descriptor into d (all 32 lanes of warp 0) */
+    template <class D> __device__ void next(int lane, const int32_t *__restrict__ t_row,
+                                            const int32_t *__restrict__ t_blk, D &d)
+    {
         if (chunk == 0) {
-            int mn = __reduce_min_sync(FULL_MASK, head);
+            const int mn = __reduce_min_sync(FULL_MASK, head);
             if (mn == INT_MAX) {
                 crow = -1;
                 cmask = 0;
             } else {
                 cmask = __ballot_sync(FULL_MASK, head == mn);
                 crow = mn;
-                if (head == mn) {
-                    myblk = t_blk[cur];
+                if (head == mn) { /* advance; prefetch the entry after the new head */
+                    myblk = hblk;
                     cur++;
-                    head = cur < end ? t_row[cur] : INT_MAX;
+                    head = nrow, hblk = nblk;
+                    if (cur + 1 < end) nrow = t_row[cur + 1], nblk = t_blk[cur + 1];
+                    else nrow = INT_MAX;
                 }
             }
         }
-        if (lane < G) desc[slot].blk[lane] = myblk;
+        if (lane < G) d.blk[lane] = myblk;
         if (lane == 0) {
-            desc[slot].row = crow;
-            desc[slot].mask = cmask;
-            desc[slot].chunk = chunk;
+            d.row = crow;
+            d.mask = cmask;
+            d.chunk = chunk;
         }
         if (crow >= 0) chunk = chunk + 1 == CPB ? 0 : chunk + 1;
-    };
+    }
+};
+
+/* Grid: linear over (split, m tile, group), group fastest so that CTAs
+ * running together read the same rows of dy.  Writes the (M,K) tile either
+ * into dw (splits == 1) or into partial tile `split` of out (ld K). */
+template <int B, int MT, bool X3, bool VEC>
+__global__ void __launch_bounds__(dw_cfg<MT>::THREADS, dw_cfg<MT>::MIN_CTAS)
+    k_bsr_dw(float *__restrict__ out, int64_t ldo, int64_t split_stride, const float *__restrict__ dy,
+             int64_t ldy, const float *__restrict__ vals, const int64_t *__restrict__ col_ptr,
+             const int32_t *__restrict__ t_row, const int32_t *__restrict__ t_blk, int64_t R, int64_t M,
+             int64_t K, int64_t nbr, int64_t nbc, int groups, int mtiles, int splits)
+{
+    constexpr int G = DW_NT / B;          /* block columns per CTA */
+    constexpr int KC = B < 32 ? B : 32;   /* rows of a block per stage */
+    constexpr int CPB = B / KC;           /* stages per block row */
+    constexpr int NTH = dw_cfg<MT>::THREADS, DW_STAGES = dw_cfg<MT>::STAGES, DW_RING = dw_cfg<MT>::RING;
+    constexpr int LDA = dw_cfg<MT>::LDA;
+    constexpr int STAGE_A = KC * LDA, STAGE_B = KC * DW_LD; /* floats per operand per stage */
+    extern __shared__ __align__(128) float smem[];
+    float *sA = smem;                       /* [STAGES][KC][LDA]: dy rows, m contiguous */
+    float *sB = smem + DW_STAGES * STAGE_A; /* [STAGES][KC][DW_LD]: block rows, n contiguous */
+    __shared__ dw_desc<G> desc[DW_RING];
+
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t lin = blockIdx.x;
+    const int grp = (int)(lin % groups);
+    const int mt = (int)((lin / groups) % mtiles);
+    const int split = (int)(lin / ((int64_t)groups * mtiles));
+    const int64_t m0 = (int64_t)mt * MT, n0 = (int64_t)grp * DW_NT;
+    const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
+
+    /* warp 0 walks the group's column lists: lane g < G owns column grp*G+g */
+    dw_walk<G, CPB> walk;
+    if (warp == 0) walk.init(lane, grp, col_ptr, t_row, t_blk, nbc, ib, ie);
+    auto make_desc = [&](int slot) { walk.next(lane, t_row, t_blk, desc[slot]); };
 
     /* Per-thread load geometry, fixed for the whole walk (the loads ran ~40
      * and ~58 instructions per 16-byte copy when recomputed per stage).
@@ -1440,53 +1462,9 @@ __global__ void __launch_bounds__(wg_cfg<MT>::THREADS, 1)
     const int64_t m0 = (int64_t)mt * MT, n0 = (int64_t)grp * DW_NT;
     const int64_t ib = nbr * split / splits, ie = nbr * (split + 1) / splits;
 
-    int cur = 0, end = 0, head = INT_MAX, chunk = 0, myblk = 0, crow = -1;
-    unsigned cmask = 0;
-    if (warp == 0) {
-        int64_t j = (int64_t)grp * G + lane;
-        if (lane < G && j < nbc) {
-            int64_t lo = col_ptr[j], hi = col_ptr[j + 1];
-            int64_t a = lo, z = hi;
-            while (a < z) {
-                int64_t md = (a + z) >> 1;
-                if (t_row[md] < ib) a = md + 1;
-                else z = md;
-            }
-            cur = (int)a;
-            z = hi;
-            while (a < z) {
-                int64_t md = (a + z) >> 1;
-                if (t_row[md] < ie) a = md + 1;
-                else z = md;
-            }
-            end = (int)a;
-            head = cur < end ? t_row[cur] : INT_MAX;
-        }
-    }
-    auto make_desc = [&](int slot) {
-        if (chunk == 0) {
-            int mn = __reduce_min_sync(FULL_MASK, head);
-            if (mn == INT_MAX) {
-                crow = -1;
-                cmask = 0;
-            } else {
-                cmask = __ballot_sync(FULL_MASK, head == mn);
-                crow = mn;
-                if (head == mn) {
-                    myblk = t_blk[cur];
-                    cur++;
-                    head = cur < end ? t_row[cur] : INT_MAX;
-                }
-            }
-        }
-        if (lane < G) desc[slot].blk[lane] = myblk;
-        if (lane == 0) {
-            desc[slot].row = crow;
-            desc[slot].mask = cmask;
-            desc[slot].chunk = chunk;
-        }
-        if (crow >= 0) chunk = chunk + 1 == CPB ? 0 : chunk + 1;
-    };
+    dw_walk<G, CPB> walk;
+    if (warp == 0) walk.init(lane, grp, col_ptr, t_row, t_blk, nbc, ib, ie);
+    auto make_desc = [&](int slot) { walk.next(lane, t_row, t_blk, desc[slot]); };
 
     auto load_stage = [&](int st, const dw_desc<G> &d) {
         float *a = sA + st * STAGE_A;
