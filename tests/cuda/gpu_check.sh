@@ -8,7 +8,7 @@
 # The machine has CUDA, OpenBLAS, LAPACKE and HDF5 but no Lua and no SQLite
 # headers; the .debs are unpacked under /tmp/deps, never into /.
 #
-# Environment: BUILD (default /tmp/build), ARCH (default 90a), OUT (if set, the
+# Environment: BUILD (default /tmp/build), ARCH (default 90a), SQ_COMMIT, OUT (if set, the
 # full log is written to $OUT/gpu_check.log).  Builds everything; runs the
 # GPU tests (ctest label cuda and lua/test_cuda) verbosely, then the rest.
 # Afterwards $BUILD/squeeze runs with LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu.
@@ -24,7 +24,10 @@ main() {
     nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,temperature.gpu,clocks.sm,clocks.max.sm \
         --format=csv || echo "nvidia-smi failed"
     nvcc --version | tail -n 2
-    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"
+    # SQ_COMMIT: the commit the tree is at, when the tree was copied without
+    # its current git metadata (the lent machine's copy carries a stale .git)
+    if [ -n "${SQ_COMMIT:-}" ]; then echo "commit: $SQ_COMMIT (given)"
+    else echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (+ local changes)')"; fi
     date -u +"date: %Y-%m-%dT%H:%M:%SZ"
 
     echo "== dependencies from .device-deps"

@@ -176,6 +176,9 @@ function M.main(argv)
     "set key outside right top noenhanced",
     "set grid",
   }
+  -- against a parameter: a margin, so points on the range's ends (a dense
+  -- baseline at keep 1) are not drawn on the frame
+  if x ~= "step" then gp[#gp + 1] = "set offsets graph 0.04, graph 0.04, graph 0.05, graph 0.05" end
   if opts.logx then gp[#gp + 1] = "set logscale x" end
   if opts.logy then gp[#gp + 1] = "set logscale y" end
   local plots = {}
@@ -183,7 +186,8 @@ function M.main(argv)
     local s = series[title]
     if s.block then
       if errorbars then
-        plots[#plots + 1] = fmt("%s index %d using 1:2:3 with yerrorlines title %s", gq(datfile), s.block, gq(title))
+        plots[#plots + 1] = fmt("%s index %d using 1:2:3 with yerrorlines pt 7 ps 1.2 title %s", gq(datfile),
+          s.block, gq(title))
       else
         plots[#plots + 1] = fmt("%s index %d using 1:2 with lines lw 2 title %s", gq(datfile), s.block, gq(title))
       end

@@ -1,0 +1,11 @@
+set terminal pngcairo size 900,600 enhanced font ',11'
+set output "results/reports/actprune_gpu_acc_vs_mem.png"
+set title "Full-size ResMLP, Fashion-MNIST, H100, 1 epoch, block 32, 2 seeds: accuracy vs peak-memory reduction" noenhanced
+set xlabel "mem_reduction" noenhanced
+set ylabel "test_acc (last)" noenhanced
+set key outside right top noenhanced
+set grid
+set offsets graph 0.04, graph 0.04, graph 0.05, graph 0.05
+plot "results/reports/actprune_gpu_acc_vs_mem.dat" index 0 using 1:2:3 with yerrorlines pt 7 ps 1.2 title "criterion=dense", \
+     "results/reports/actprune_gpu_acc_vs_mem.dat" index 1 using 1:2:3 with yerrorlines pt 7 ps 1.2 title "criterion=l2", \
+     "results/reports/actprune_gpu_acc_vs_mem.dat" index 2 using 1:2:3 with yerrorlines pt 7 ps 1.2 title "criterion=random"
