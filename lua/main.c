@@ -35,7 +35,8 @@ char *openblas_get_config(void) __attribute__((weak));
 
 static void usage(FILE *f)
 {
-    fputs("usage: squeeze run SCRIPT [key=value ...]   run a Lua script\n"
+    fputs("usage: squeeze run SCRIPT [key=value ...] [--results DIR]   run a Lua script (an experiment\n"
+          "                                            script runs its base config once, recorded in DIR)\n"
           "       squeeze version                      show versions and BLAS configuration\n"
           "       squeeze help                         show this message\n"
           "       squeeze COMMAND [args ...]           run the command module squeeze.cmd.COMMAND\n"
@@ -56,6 +57,11 @@ static void usage(FILE *f)
 /* Message handler: adds a traceback to the error message (as lua.c does). */
 static int msghandler(lua_State *L)
 {
+    /* {usage = message}: a mistake in the command line, no traceback */
+    if (lua_istable(L, 1) && lua_getfield(L, 1, "usage") == LUA_TSTRING) {
+        lua_pushfstring(L, "squeeze run: %s", lua_tostring(L, -1));
+        return 1;
+    }
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -156,8 +162,8 @@ static int run_script(lua_State *L)
     return 1;
 }
 
-/* Protected: (value, argv table, script path) -> exit code when value is an
- * experiment, else value itself. */
+/* Protected: (value, argv table, script path, results folder or nil) -> exit
+ * code when value is an experiment, else value itself. */
 static int run_experiment(lua_State *L)
 {
     lua_getglobal(L, "require");
@@ -176,15 +182,20 @@ static int run_experiment(lua_State *L)
     lua_getfield(L, mod, "run_once");
     lua_pushvalue(L, 1);
     lua_pushvalue(L, 2);              /* overrides as "key=value" strings */
-    lua_createtable(L, 0, 2);         /* opts */
+    lua_createtable(L, 0, 4);         /* opts */
     lua_pushvalue(L, 3);
     lua_setfield(L, -2, "script");
     lua_pushvalue(L, 2);
     lua_setfield(L, -2, "argv");
+    lua_pushvalue(L, 4);
+    lua_setfield(L, -2, "results");
+    lua_pushboolean(L, 1); /* command-line mistakes come back as {usage = message} */
+    lua_setfield(L, -2, "cli");
     lua_call(L, 3, 2);
     const char *status = lua_tostring(L, -2);
     const char *id = lua_tostring(L, -1);
-    fprintf(stderr, "squeeze run: run %s %s (results/squeeze.db)\n", id ? id : "?", status ? status : "?");
+    const char *res = lua_isstring(L, 4) ? lua_tostring(L, 4) : "results";
+    fprintf(stderr, "squeeze run: run %s %s (%s/squeeze.db)\n", id ? id : "?", status ? status : "?", res);
     lua_pushinteger(L, status && strcmp(status, "finished") == 0 ? 0 : 1);
     return 1;
 }
@@ -196,10 +207,32 @@ static int cmd_run(lua_State *L, int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
     if (access(argv[2], R_OK) != 0) { /* a plain message, not a Lua traceback */
         fprintf(stderr, "squeeze run: script '%s' not found or not readable\n", argv[2]);
         return 2;
     }
+    /* --results DIR / --results=DIR (where an experiment records; default
+     * results/) is the runner's; everything else goes to the script */
+    const char *results = NULL;
+    int n = 0;
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--results") == 0) {
+            if (i + 1 >= argc) {
+                fputs("squeeze run: --results needs a folder\n", stderr);
+                return 2;
+            }
+            results = argv[++i];
+        } else if (strncmp(argv[i], "--results=", 10) == 0) {
+            results = argv[i] + 10;
+        } else {
+            argv[3 + n++] = argv[i]; /* compacted in place: argv is main's to reorder */
+        }
+    }
+    argc = 3 + n;
     lua_pushcfunction(L, run_script);
     push_argv(L, argc, argv, 3);
     lua_pushstring(L, argv[2]);
@@ -212,7 +245,9 @@ static int cmd_run(lua_State *L, int argc, char **argv)
         lua_insert(L, -2);
         push_argv(L, argc, argv, 3);
         lua_pushstring(L, argv[2]);
-        if (docall(L, 3, 1) != LUA_OK) return 1;
+        if (results) lua_pushstring(L, results);
+        else lua_pushnil(L);
+        if (docall(L, 4, 1) != LUA_OK) return 1;
     }
     /* a script may return its exit code; false means failure */
     int code = 0;

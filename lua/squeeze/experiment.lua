@@ -417,7 +417,7 @@ function M.points(exp, overrides, opts)
     end
     pts = out
   end
-  local points, seen, dropped = {}, {}, 0
+  local points, seen, dropped, first_drop = {}, {}, 0, nil
   for _, p in ipairs(pts) do
     local cfg = deepcopy(base)
     local keys = {}
@@ -426,11 +426,12 @@ function M.points(exp, overrides, opts)
     for _, k in ipairs(keys) do assign(cfg, k, p[k]) end
     local keep = true
     if exp.filter then
-      local ok, r = pcall(exp.filter, deepcopy(cfg))
+      local ok, r, why = pcall(exp.filter, deepcopy(cfg))
       if not ok then
         error(fmt("filter raised on the point %s: %s", json.encode(p), tostring(r)), 0)
       end
       keep = r and true or false
+      if not keep and not first_drop then first_drop = { point = next(p) and p or cfg, why = why } end
     end
     if keep then
       local ok, text = pcall(json.encode, cfg)
@@ -448,7 +449,10 @@ function M.points(exp, overrides, opts)
     end
   end
   if #points == 0 then
-    error(dropped > 0 and fmt("the filter dropped all %d points", dropped) or "the sweep has no points", 0)
+    if dropped == 0 then error("the sweep has no points", 0) end
+    local d = first_drop
+    error(fmt("the filter dropped all %d point(s); the first, %s, because: %s", dropped, json.encode(d.point),
+      d.why and tostring(d.why) or "the filter returned false (it gave no reason)"), 0)
   end
   return points, base, ov
 end

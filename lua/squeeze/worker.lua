@@ -371,16 +371,26 @@ end
 -- ---- run_once ---------------------------------------------------------------------------
 
 function M.run_once(exp, overrides, opts)
+  opts = opts or {}
   local runner = require "squeeze.runner"
   if not experiment.is_experiment(exp) then error("run_once: an experiment expected", 2) end
   local one = experiment.new { name = exp.name, config = exp.config, run = exp.run,
                                checkpoint = exp.checkpoint, filter = exp.filter }
-  local ov = experiment.parse_overrides(one.config, experiment.override_strings(overrides or {}))
-  if #ov.axes > 0 then
-    error(fmt("run_once runs one point, but '%s' gives several values; use `squeeze sweep`",
-              ov.axes[1].key .. "=" .. ov.axes[1].desc), 0)
+  -- mistakes in the overrides are the caller's: for `squeeze run` (opts.cli)
+  -- an error object {usage = message} that it prints without a traceback,
+  -- for Lua callers the plain message
+  local function usage_error(msg)
+    if not opts.cli then error(tostring(msg), 0) end
+    error(setmetatable({ usage = tostring(msg) }, { __tostring = function(e) return e.usage end }), 0)
   end
-  local points = experiment.points(one, ov)
+  local ok, ov = pcall(experiment.parse_overrides, one.config, experiment.override_strings(overrides or {}))
+  if not ok then usage_error(ov) end
+  if #ov.axes > 0 then
+    usage_error(fmt("run_once runs one point, but '%s' gives several values; use `squeeze sweep`",
+                    ov.axes[1].key .. "=" .. ov.axes[1].desc))
+  end
+  local okp, points = pcall(experiment.points, one, ov)
+  if not okp then usage_error(points) end
   local plan = runner.freeze({ exp = one, points = points, results = opts.results or "results",
                                script = opts.script, argv = opts.argv, mode = "once" })
   local p = points[1]

@@ -10,7 +10,7 @@
 #
 # Environment: BUILD (default /tmp/build), ARCH (default 90a), SQ_COMMIT, OUT (if set, the
 # full log is written to $OUT/gpu_check.log).  Builds everything; runs the
-# GPU tests (ctest label cuda and lua/test_cuda) verbosely, then the rest.
+# GPU tests (ctest label cuda: tests/cuda/ and lua/test_cuda*) verbosely, then the rest.
 # Afterwards $BUILD/squeeze runs with LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -54,8 +54,7 @@ main() {
     # (the harness's tests need a Slurm cluster and the host's tools: not here)
     local rc=0
     (cd "$BUILD" && ctest -L cuda -V --output-on-failure --timeout 300) || rc=1
-    (cd "$BUILD" && ctest -R 'lua/test_cuda' -V --output-on-failure --timeout 300) || rc=1
-    (cd "$BUILD" && ctest -E 'cuda|harness' -j "$(nproc)" --output-on-failure --timeout 300) || rc=1
+    (cd "$BUILD" && ctest -LE cuda -E 'harness' -j "$(nproc)" --output-on-failure --timeout 300) || rc=1
     return $rc
 }
 

@@ -65,7 +65,7 @@ expect "zip of unequal lengths" "sweep.zip: axes must have equal lengths (lr=2, 
   sweep "$TMP/bad_zip.lua" --results "$R"
 expect "unknown option" "unknown option '--jobz'" \
   sweep "$HERE/exp_basic.lua" --results "$R" --jobz 3
-expect "a filter that drops every point" "the filter dropped all 4 points" \
+expect "a filter that drops every point" "the filter dropped all 4 point(s)" \
   sweep "$TMP/filter_all.lua" --results "$R"
 expect "a filter that raises" "filter raised on the point" \
   sweep "$TMP/filter_all.lua" --results "$R" seed=7
