@@ -67,7 +67,7 @@ if [ "$DENSE" = 1 ]; then  # the dense baseline (nn.Linear, no pruning) first, s
     CMD="$DCMD; $CMD"
 fi
 echo "== $CMD   (epochs $EPOCHS; limit $SWEEP_LIMIT s in all)"
-timeout $(( SWEEP_LIMIT - ($(date +%s) - t1) )) "$SQ" ${CMD##*; squeeze } >"$OUT/sweep.log" 2>&1
+timeout $(( SWEEP_LIMIT - ($(date +%s) - t1) )) "$SQ" ${CMD##*squeeze } >"$OUT/sweep.log" 2>&1
 echo "sweep rc $?, $(( $(date +%s) - t1 )) s"
 cat "$R"/sweeps/actprune/logs/*.log >"$OUT/runs.log" 2>/dev/null
 grep -E "^actprune:|^epoch" "$OUT/runs.log"
