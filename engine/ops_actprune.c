@@ -236,10 +236,14 @@ sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b
         sq_tensor *xs = n->saved[0]; /* x as (R,K), contiguous */
         double t0, t1, dw_flops;
         if (sq_on_cuda(xs)) {
-            /* The stream is drained before and after, so compress_s is the
-             * prune-and-pack's own GPU time (not the host's launch time) and
-             * a kernel error is blamed here; it costs one pipeline drain per
-             * pruned layer and step. */
+            /* With cfg->time_compress the stream is drained before and
+             * after, so compress_s is the prune-and-pack's own GPU time (not
+             * the host's launch time) and a kernel error is blamed here; it
+             * costs two pipeline drains per pruned layer and step.  Without
+             * it nothing waits: compress_s is 0, a kernel error surfaces at
+             * the next synchronisation, and dw_flops counts the kept blocks'
+             * padding too (the exact count of real entries needs a device
+             * read when a block row or column is partial). */
             int64_t entries = 0;
             if (cfg->time_compress) SQ_CHECK(sq_cuda_sync(ctx));
             t0 = sq_proc_monotonic();
@@ -249,10 +253,12 @@ sq_status sq_linear_pruned(sq_ctx *ctx, sq_tensor *x, sq_tensor *w, sq_tensor *b
                                      cfg->transpose_at_pack && cfg->criterion != SQ_PRUNE_TOPK_UNSTRUCTURED, &m));
             if (cfg->time_compress) SQ_CHECK(sq_cuda_sync(ctx));
             t1 = cfg->time_compress ? sq_proc_monotonic() : t0;
-            if (stats) {
+            if (stats && cfg->time_compress) {
                 sq_cuda_bsr v;
                 cuda_view(m, NULL, NULL, NULL, &v);
                 SQ_CHECK(sq_cuda_bsr_entries(ctx, &v, &entries));
+            } else if (stats) {
+                entries = m->nnzb * m->b * m->b; /* an upper bound: padding included */
             }
             dw_flops = 2.0 * (double)w->shape[0] * (double)entries;
         } else {

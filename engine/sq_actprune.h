@@ -23,10 +23,13 @@ typedef struct {
                                     * Ignored for topk_unstructured (CSR, row-wise kernel) */
     int time_compress;             /* 1 (default): compress_s is measured; on the GPU that
                                     * drains the stream before and after the pack, which
-                                    * stalls the pipeline once per pruned layer and step.
-                                    * 0: on the GPU no drain and compress_s = 0 (an
+                                    * stalls the pipeline once per pruned layer and step,
+                                    * and dw_flops counts real entries exactly (a device
+                                    * read when a block row or column is partial).
+                                    * 0: on the GPU nothing waits: compress_s = 0 and
+                                    * dw_flops includes the kept blocks' padding (an
                                     * experiment times a sample of steps); the CPU always
-                                    * times (it costs nothing there) */
+                                    * times and counts exactly (it costs nothing there) */
 } sq_actprune_cfg;
 
 /* Defaults: block 32, keep 0.5, l2, scope tensor, transpose in backward, timed.
@@ -45,7 +48,7 @@ typedef struct {
     int64_t dense_bytes;    /* R*K*sizeof(dtype): what sq_linear would hold for x */
     double compress_s;      /* prune-and-pack wall time (sq_proc_monotonic); 0 when not timed */
     int compress_timed;     /* 1 when compress_s was measured (see cfg.time_compress) */
-    double dw_flops;        /* FLOPs of the BSR dW (2*M*kept entries) */
+    double dw_flops;        /* FLOPs of the BSR dW (2*M*kept entries; see time_compress) */
     double dense_dw_flops;  /* 2*M*R*K */
 } sq_actprune_stats;
 

@@ -240,6 +240,9 @@ static int cmd_run(lua_State *L, int argc, char **argv)
     /* A script that returns an experiment (squeeze.experiment) runs its base
      * config with the key=value overrides as a one-point sweep recorded in
      * results/, exactly as `squeeze sweep` would record it. */
+    if (results && !lua_istable(L, -1))
+        fprintf(stderr, "squeeze run: --results applies to experiment scripts; %s returned no experiment, "
+                        "so it was ignored\n", argv[2]);
     if (lua_istable(L, -1)) {
         lua_pushcfunction(L, run_experiment);
         lua_insert(L, -2);

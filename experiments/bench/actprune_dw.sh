@@ -10,7 +10,7 @@
 # SQLite headers; see tests/cuda/gpu_check.sh).  Environment:
 #   OUT    where logs, CSVs and actprune_dw.md go (default /tmp/actprune_out)
 #   BUILD  build folder (default /tmp/build); DATA  scratch for x, dy, masks
-#   REPS   timed repeats per measurement (default 15); ARCH (default 90a)
+#   REPS   timed repeats per measurement (default 15); ARCH (default "90a-real;90-virtual")
 #   COMMIT the commit measured (default: git rev-parse, else "unknown")
 #   AP_SHAPES, AP_BLOCKS, AP_KEEPS, AP_DIAG  a subset (actprune_dw_bench.cu)
 #   AP_TORCH=0  skip PyTorch and the table (for tuning runs)
@@ -20,7 +20,7 @@ OUT=${OUT:-/tmp/actprune_out}
 BUILD=${BUILD:-/tmp/build}
 DATA=${DATA:-/tmp/actprune_data}
 REPS=${REPS:-15}
-ARCH=${ARCH:-90a}
+ARCH=${ARCH:-"90a-real;90-virtual"}
 COMMIT=${COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
 mkdir -p "$OUT" "$DATA"
 LOG=$OUT/run.log
@@ -49,7 +49,7 @@ cmake --build "$BUILD" -j "$(nproc)" --target test_cuda_actprune >> "$OUT/build.
 # the bench driver: compiled like the library, linked with the test's link line
 # (the two static libraries in a group: they refer to each other)
 (cd "$BUILD/tests/cuda" &&
- nvcc -O3 -std=c++17 -arch=sm_$ARCH -Xcompiler=-fno-exceptions,-fno-rtti,-fno-threadsafe-statics \
+ nvcc -O3 -std=c++17 -arch=sm_${ARCH%%[-;]*} -Xcompiler=-fno-exceptions,-fno-rtti,-fno-threadsafe-statics \
       -I"$OLDPWD/engine" -I"$OLDPWD/kernels" -I"$OLDPWD/kernels/cuda" \
       -c "$OLDPWD/experiments/bench/actprune_dw_bench.cu" -o actprune_dw_bench.o &&
  link=$(sed -e 's|CMakeFiles/test_cuda_actprune.dir/test_cuda_actprune.c.o|actprune_dw_bench.o|' \

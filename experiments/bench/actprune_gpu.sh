@@ -67,8 +67,13 @@ if [ "$DENSE" = 1 ]; then  # the dense baseline (nn.Linear, no pruning) first, s
     CMD="$DCMD; $CMD"
 fi
 echo "== $CMD   (epochs $EPOCHS; limit $SWEEP_LIMIT s in all)"
-timeout $(( SWEEP_LIMIT - ($(date +%s) - t1) )) "$SQ" ${CMD##*squeeze } >"$OUT/sweep.log" 2>&1
-echo "sweep rc $?, $(( $(date +%s) - t1 )) s"
+LEFT=$(( SWEEP_LIMIT - ($(date +%s) - t1) ))
+if [ "$LEFT" -ge 1 ]; then   # (timeout 0 would mean no limit)
+    timeout "$LEFT" "$SQ" ${CMD##*squeeze } >"$OUT/sweep.log" 2>&1
+    echo "sweep rc $?, $(( $(date +%s) - t1 )) s"
+else
+    echo "no time left for the pruned sweep after the dense one"
+fi
 cat "$R"/sweeps/actprune/logs/*.log >"$OUT/runs.log" 2>/dev/null
 grep -E "^actprune:|^epoch" "$OUT/runs.log"
 

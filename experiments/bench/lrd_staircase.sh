@@ -25,7 +25,7 @@ cd "$(dirname "$0")/../.."
 T0=$(date +%s)
 export OUT=${OUT:-/tmp/lrd_out}
 BUILD=${BUILD:-/tmp/build}
-ARCH=${ARCH:-90a}
+ARCH=${ARCH:-"90a-real;90-virtual"}
 BUDGET=${BUDGET:-440}
 REPS=${REPS:-20}
 WARMUP=${WARMUP:-3}

@@ -1577,6 +1577,11 @@ __global__ void __launch_bounds__(wg_cfg<MT>::THREADS, 1)
             const int64_t nn = n0 + g * B + 8 * (i >> 2) + 2 * tig + (i & 1);
             if (mm < M && nn < K) o[mm * ldo + nn] = acc[g][i];
         }
+#else
+    /* built without sm_90a: never write nothing silently (the host only
+     * launches this when sq_cuda_bsr_dw_has_wgmma, so this is a build/arch
+     * mismatch, reported as a launch failure) */
+    __trap();
 #endif
 }
 
@@ -1688,9 +1693,9 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
     if (kernel == SQ_CUDA_DW_WGMMA && !wg_ok)
         return sq_fail(ctx, SQ_ERR_ARG, "%s: the wgmma kernel needs TF32, b 32 or 64, M and ldy multiples of 4, "
                        "a build for sm_90a (CMAKE_CUDA_ARCHITECTURES 90a) and an sm_90 GPU", fn);
-    /* measured on the H100 (results/reports/actprune_dw.md): this first
-     * wgmma kernel reaches ~82 TFLOP/s with every block kept against
-     * mma.sync's ~106, so the automatic choice stays mma.sync */
+    /* measured on the H100 (results/reports/actprune_dw.md): the wgmma
+     * kernel reaches 80-98 TFLOP/s with every block kept against mma.sync's
+     * 122-129, so the automatic choice stays mma.sync */
     const int use_wg = kernel == SQ_CUDA_DW_WGMMA;
     const int G = DW_NT / (int)b;
     const int64_t mtiles = cdiv(M, MT), groups = cdiv(m->nbc, G);
@@ -1734,7 +1739,9 @@ extern "C" sq_status sq_cuda_bsr_dw_tile(sq_ctx *ctx, float *dw, int64_t ldw, co
                               (long long)K, (long long)S);
     }
     if (part) sq_cuda_ws_free(ctx, part, part_bytes);
-    ctx->stats.gemm_calls++;
-    ctx->stats.gemm_flops += 2.0 * (double)M * (double)m->nnzb * (double)(b * b);
+    if (st == SQ_OK) {
+        ctx->stats.gemm_calls++;
+        ctx->stats.gemm_flops += 2.0 * (double)M * (double)m->nnzb * (double)(b * b);
+    }
     return st;
 }

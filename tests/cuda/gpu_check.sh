@@ -8,14 +8,14 @@
 # The machine has CUDA, OpenBLAS, LAPACKE and HDF5 but no Lua and no SQLite
 # headers; the .debs are unpacked under /tmp/deps, never into /.
 #
-# Environment: BUILD (default /tmp/build), ARCH (default 90a), SQ_COMMIT, OUT (if set, the
+# Environment: BUILD (default /tmp/build), ARCH (default "90a-real;90-virtual"), SQ_COMMIT, OUT (if set, the
 # full log is written to $OUT/gpu_check.log).  Builds everything; runs the
 # GPU tests (ctest label cuda: tests/cuda/ and lua/test_cuda*) verbosely, then the rest.
 # Afterwards $BUILD/squeeze runs with LD_LIBRARY_PATH=/tmp/deps/usr/lib/x86_64-linux-gnu.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${BUILD:-/tmp/build}
-ARCH=${ARCH:-90a}
+ARCH=${ARCH:-"90a-real;90-virtual"}
 LOG=${OUT:+$OUT/gpu_check.log}
 LOG=${LOG:-/tmp/gpu_check.log}
 

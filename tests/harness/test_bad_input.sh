@@ -33,6 +33,11 @@ LUA
 cat > "$TMP/no_exp.lua" <<'LUA'
 return { name = "x" }
 LUA
+cat > "$TMP/filter_why.lua" <<'LUA'
+local experiment = require "squeeze.experiment"
+return experiment { name = "w", config = { lr = 1e-3, seed = 0 }, sweep = { lr = { 1, 2 } },
+  filter = function(c) return false, "lr must be tiny" end, run = function() end }
+LUA
 
 expect() {   # NAME NEEDLE ARGS...
   local name=$1 needle=$2; shift 2
@@ -69,12 +74,33 @@ expect "a filter that drops every point" "the filter dropped all 4 point(s)" \
   sweep "$TMP/filter_all.lua" --results "$R"
 expect "a filter that raises" "filter raised on the point" \
   sweep "$TMP/filter_all.lua" --results "$R" seed=7
+expect "a filter's reason is quoted" "because: lr must be tiny" \
+  sweep "$TMP/filter_why.lua" --results "$R"
+# squeeze run: the same mistakes, without a Lua traceback; --results / --help
+expect "run: unknown override key" "squeeze run: override 'lrr=1': 'lrr' is not a key of the base config" \
+  run "$HERE/exp_basic.lua" --results "$R" lrr=1
+out=$("$SQ" run "$HERE/exp_basic.lua" --results "$R" lrr=1 2>&1)
+case "$out" in *"stack traceback"*) bad "run: a command-line mistake prints no traceback" "$out" ;;
+  *) ok "run: a command-line mistake prints no traceback" ;; esac
+expect "run: several values for one point" "use \`squeeze sweep\`" \
+  run "$HERE/exp_basic.lua" --results "$R" lr=1,2
+expect "run: a filter's reason" "because: lr must be tiny" \
+  run "$TMP/filter_why.lua" --results "$R"
+expect "run: --results without a folder" "--results needs a folder" \
+  run "$HERE/exp_basic.lua" --results
 expect "submit: the same checks" "'lrr' is not a key of the base config" \
   submit "$HERE/exp_basic.lua" --slurm --results "$R" lrr=1
 expect "submit: a bad --signal" "--signal 'USR1-90': expected SIG@SECONDS" \
   submit "$HERE/exp_basic.lua" --slurm --signal USR1-90 --results "$R"
 after=$(snapshot)
 check_eq "the results folder is byte-for-byte untouched" "$after" "$before"
+out=$("$SQ" run --help 2>&1); rc=$?
+check_eq "run --help exits 0" "$rc" 0
+check_contains "run --help shows the usage" "$out" "usage: squeeze run SCRIPT"
+"$SQ" run "$HERE/exp_basic.lua" --results "$TMP/once" steps=2 >/dev/null 2>&1
+check_eq "run --results DIR records there" "$(sql "$TMP/once" "select count(*) from runs where status = 'finished'")" 1
+"$SQ" run "$HERE/exp_basic.lua" "--results=$TMP/once2" steps=2 >/dev/null 2>&1
+check "run --results=DIR too" test -s "$TMP/once2/squeeze.db"
 out=$("$SQ" query --results "$TMP/none" "select 1" 2>&1)
 check_contains "a missing database is named, not created" "$out" "no results database at $TMP/none/squeeze.db"
 check "and nothing was created" test ! -e "$TMP/none"
