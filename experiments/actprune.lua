@@ -134,7 +134,7 @@ local function run(cfg, run)
     return table.concat(t, " ")
   end)())
   print(("actprune: ResMLP patch %d (%d tokens), dim %d, depth %d, expansion %d: %d parameters; %s; "
-         .. "%d train / %d test images, %d epochs, batch %d, seed %d, %s"):format(S.patch, tokens, S.dim, S.depth,
+         .. "%d train / %d test images, %d epoch(s), batch %d, seed %d, %s"):format(S.patch, tokens, S.dim, S.depth,
     S.expansion, model:num_params(), pruned and ("%d layers pruned: block %d, keep %g, %s, scope %s"):format(
       #report, cfg.block, cfg.keep, cfg.criterion, cfg.scope) or "dense", tr.n, te.n, S.epochs, S.batch,
     cfg.seed, dev))

@@ -59,7 +59,7 @@ local function train(cfg, run)
   local mem = sq.memory().cpu.peak
   run:summary { test_acc = acc, train_seconds = sq.clock() - t0, peak_bytes = mem.total,
                 peak_saved_bytes = mem.saved, params = model:num_params() }
-  print(("quickstart: test accuracy %.2f%% after %d epochs in %.1fs"):format(100 * acc, cfg.epochs, sq.clock() - t0))
+  print(("quickstart: test accuracy %.2f%% after %d epoch(s) in %.1fs"):format(100 * acc, cfg.epochs, sq.clock() - t0))
 end
 
 return experiment {

@@ -16,6 +16,7 @@
 #include "sq_actprune.h"
 #include "sq_lua.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* Reads opts at arg into cfg.  any_block: bsr_prune_pack accepts any b >= 1
@@ -41,8 +42,11 @@ static void check_opts(lua_State *L, int arg, sq_actprune_cfg *cfg, int any_bloc
             int isnum = 0;
             lua_Number v = lua_tonumberx(L, -1, &isnum);
             if (!isnum) luaL_argerror(L, arg, "keep must be a number");
-            if (!(v > 0 && v <= 1))
-                luaL_argerror(L, arg, lua_pushfstring(L, "keep %f must be in (0,1]", v));
+            if (!(v > 0 && v <= 1)) {
+                char num[32];
+                snprintf(num, sizeof num, "%g", (double)v);
+                luaL_argerror(L, arg, lua_pushfstring(L, "keep %s must be in (0,1]", num));
+            }
             cfg->keep = (double)v;
         } else if (strcmp(k, "criterion") == 0) {
             const char *s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;

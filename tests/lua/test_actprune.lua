@@ -153,7 +153,7 @@ T.test("argument errors", function()
   local w6 = sq.randn(4, 6):requires_grad(true)
   T.raises(function() sq.linear_pruned(x, w6, nil, { block = 0 }) end,
            "bad argument #4 to 'linear_pruned' (block 0 is not one of 8, 16, 32, 64)")
-  T.raises(function() sq.linear_pruned(x, w6, nil, { keep = 0 }) end, "keep 0.0 must be in (0,1]")
+  T.raises(function() sq.linear_pruned(x, w6, nil, { keep = 0 }) end, "keep 0 must be in (0,1]")
   T.raises(function() sq.linear_pruned(x, w6, nil, { keep = 1.5 }) end, "keep 1.5 must be in (0,1]")
   T.raises(function() sq.linear_pruned(x, w6, nil, { criterion = "l1" }) end,
            "unknown criterion 'l1' (l2, random, topk_unstructured)")

@@ -187,7 +187,7 @@ end)
 T.test("bad options raise clear errors", function()
   local m = model_of(16)
   T.raises(function() actprune.apply(m, { keep = 1.5 }) end, "actprune.apply: keep 1.5 must be in (0,1]")
-  T.raises(function() actprune.apply(m, { keep = 0 }) end, "actprune.apply: keep 0.0 must be in (0,1]")
+  T.raises(function() actprune.apply(m, { keep = 0 }) end, "actprune.apply: keep 0 must be in (0,1]")
   T.raises(function() actprune.apply(m, { block = 12 }) end, "actprune.apply: block 12 is not one of 8, 16, 32, 64")
   T.raises(function() actprune.apply(m, { criterion = "l1" }) end,
     "actprune.apply: unknown criterion 'l1' (l2, random, topk_unstructured)")
