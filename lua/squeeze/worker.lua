@@ -389,8 +389,15 @@ function M.run_once(exp, overrides, opts)
     usage_error(fmt("run_once runs one point, but '%s' gives several values; use `squeeze sweep`",
                     ov.axes[1].key .. "=" .. ov.axes[1].desc))
   end
+  -- of the errors building the point, only "no point left" is the command
+  -- line's; anything else (a filter that raises, ...) is the script's and
+  -- keeps its traceback
   local okp, points = pcall(experiment.points, one, ov)
-  if not okp then usage_error(points) end
+  if not okp then
+    local msg = tostring(points)
+    if msg:find("^the filter dropped all") or msg:find("^the sweep has no points") then usage_error(msg) end
+    error(points, 0)
+  end
   local plan = runner.freeze({ exp = one, points = points, results = opts.results or "results",
                                script = opts.script, argv = opts.argv, mode = "once" })
   local p = points[1]
