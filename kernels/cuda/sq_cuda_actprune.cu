@@ -1331,6 +1331,31 @@ __global__ void k_split_sum(float *__restrict__ dw, int64_t ldw, const float *__
     }
 }
 
+/* Both dW kernels (mma.sync k_bsr_dw, wgmma k_bsr_dw_wg) take these arguments. */
+typedef void (*dw_kernel)(float *, int64_t, int64_t, const float *, int64_t, const float *, const int64_t *,
+                          const int32_t *, const int32_t *, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
+                          int);
+
+/* Gives kern smem bytes of dynamic shared memory (all of L1 as shared
+ * memory, so that two 128-row CTAs fit on an SM) and launches it. */
+static sq_status launch_dw_kernel(sq_ctx *ctx, dw_kernel kern, int threads, size_t smem, unsigned grid,
+                                  float *out, int64_t ldo, int64_t sstride, const float *dy, int64_t ldy,
+                                  const sq_cuda_bsr *m, int64_t M, int groups, int mtiles, int splits)
+{
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
+                       smem, cudaGetErrorString(e));
+    }
+    kern<<<grid, threads, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr, m->t_row,
+                                                     m->t_blk, m->rows, M, m->cols, m->nbr, m->nbc, groups, mtiles,
+                                                     splits);
+    return SQ_OK;
+}
+
 template <int B, int MT, bool X3, bool VEC>
 static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, int64_t sstride,
                            const float *dy, int64_t ldy, const sq_cuda_bsr *m, int64_t M, int groups,
@@ -1339,20 +1364,8 @@ static sq_status launch_dw(sq_ctx *ctx, unsigned grid, float *out, int64_t ldo, 
     typedef dw_cfg<MT> C;
     constexpr int KC = B < 32 ? B : 32;
     const size_t smem = (size_t)C::STAGES * KC * (C::LDA + DW_LD) * sizeof(float);
-    auto kern = k_bsr_dw<B, MT, X3, VEC>;
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    /* all of L1 as shared memory, so that two 128-row CTAs fit on an SM */
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
-                       smem, cudaGetErrorString(e));
-    }
-    kern<<<grid, C::THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
-                                                        m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
-                                                        m->nbc, groups, mtiles, splits);
-    return SQ_OK;
+    return launch_dw_kernel(ctx, k_bsr_dw<B, MT, X3, VEC>, C::THREADS, smem, grid, out, ldo, sstride, dy, ldy, m,
+                            M, groups, mtiles, splits);
 }
 
 /* the wide tiles exist only with 16-byte dy loads (the scalar path is for
@@ -1592,19 +1605,8 @@ static sq_status launch_dw_wg(sq_ctx *ctx, unsigned grid, float *out, int64_t ld
 {
     typedef wg_cfg<MT> C;
     const size_t smem = (size_t)C::STAGES * (WG_BSTAGE + 32 * C::LDA) * sizeof(float);
-    auto kern = k_bsr_dw_wg<B, MT>;
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    if (e == cudaSuccess)
-        e = cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout, cudaSharedmemCarveoutMaxShared);
-    if (e != cudaSuccess) {
-        (void)cudaGetLastError();
-        return sq_fail(ctx, SQ_ERR_DEVICE, "bsr_dw: cannot give the kernel %zu bytes of shared memory: %s",
-                       smem, cudaGetErrorString(e));
-    }
-    kern<<<grid, C::THREADS, smem, ctx->cuda->stream>>>(out, ldo, sstride, dy, ldy, m->values, m->col_ptr,
-                                                        m->t_row, m->t_blk, m->rows, M, m->cols, m->nbr,
-                                                        m->nbc, groups, mtiles, splits);
-    return SQ_OK;
+    return launch_dw_kernel(ctx, k_bsr_dw_wg<B, MT>, C::THREADS, smem, grid, out, ldo, sstride, dy, ldy, m, M,
+                            groups, mtiles, splits);
 }
 
 static sq_status launch_wg(sq_ctx *ctx, int b, int mt, unsigned grid, float *out, int64_t ldo, int64_t sstride,

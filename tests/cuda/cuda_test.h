@@ -4,7 +4,9 @@
 #ifndef SQ_CUDA_TEST_H
 #define SQ_CUDA_TEST_H
 
+#include "cuda/sq_cuda.h"
 #include "sq_base.h"
+#include "sq_device.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -66,5 +68,24 @@ static inline void report(tc *t, int ok, const char *fmt, ...)
             goto out;                                                                       \
         }                                                                                   \
     } while (0)
+
+/* Opens t's context (seeded) on the GPU through the engine's device layer
+ * and prints the device.  Returns 77 (ctest's "skipped") when no GPU can be
+ * used, after saying why; 0 otherwise. */
+static inline int tc_open_gpu(tc *t, uint64_t seed)
+{
+    sq_ctx_init(&t->ctx, seed);
+    if (!sq_device_available(SQ_CUDA)) {
+        printf("SKIP: no usable GPU\n");
+        return 77;
+    }
+    if (sq_device_ensure(&t->ctx, SQ_CUDA) != SQ_OK) {
+        printf("SKIP: the GPU cannot be used: %s\n", t->ctx.err);
+        return 77;
+    }
+    char dev[256];
+    printf("device: %s\n", sq_cuda_device_str(&t->ctx, dev, sizeof dev));
+    return 0;
+}
 
 #endif

@@ -1011,17 +1011,7 @@ int main(void)
     tc T;
     memset(&T, 0, sizeof T);
     tc *t = &T;
-    sq_ctx_init(&t->ctx, 20261123);
-    if (!sq_device_available(SQ_CUDA)) {
-        printf("SKIP: no usable GPU\n");
-        return 77;
-    }
-    if (sq_device_ensure(&t->ctx, SQ_CUDA) != SQ_OK) {
-        printf("SKIP: the GPU cannot be used: %s\n", t->ctx.err);
-        return 77;
-    }
-    char dev[256];
-    printf("device: %s\n", sq_cuda_device_str(&t->ctx, dev, sizeof dev));
+    if (tc_open_gpu(t, 20261123) != 0) return 77;
     /* every launch waits, so an execution error is blamed on its own op */
     sq_cuda_set_sync_launches(&t->ctx, 1);
     for (int d = 0; d < 2; d++) {

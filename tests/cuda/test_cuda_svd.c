@@ -366,17 +366,7 @@ int main(void)
     tc T;
     memset(&T, 0, sizeof T);
     tc *t = &T;
-    sq_ctx_init(&t->ctx, 20261124);
-    if (!sq_device_available(SQ_CUDA)) {
-        printf("SKIP: no usable GPU\n");
-        return 77;
-    }
-    if (sq_device_ensure(&t->ctx, SQ_CUDA) != SQ_OK) {
-        printf("SKIP: the GPU cannot be used: %s\n", t->ctx.err);
-        return 77;
-    }
-    char dev[256];
-    printf("device: %s\n", sq_cuda_device_str(&t->ctx, dev, sizeof dev));
+    if (tc_open_gpu(t, 20261124) != 0) return 77;
     const char *tn = getenv("SQ_SVD_TIME_N");
     if (tn && atoll(tn) > 0) {
         time_svd(t, atoll(tn));

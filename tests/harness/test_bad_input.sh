@@ -39,10 +39,11 @@ return experiment { name = "w", config = { lr = 1e-3, seed = 0 }, sweep = { lr =
   filter = function(c) return false, "lr must be tiny" end, run = function() end }
 LUA
 
-expect() {   # NAME NEEDLE ARGS...
+expect() {   # NAME NEEDLE ARGS...; the output stays in $last_out
   local name=$1 needle=$2; shift 2
   local out rc
   out=$("$SQ" "$@" 2>&1); rc=$?
+  last_out=$out
   if [ $rc -ne 0 ]; then ok "$name: exits non-zero ($rc)"; else bad "$name: exits non-zero" "rc=0"; fi
   check_contains "$name: says so" "$out" "$needle"
 }
@@ -79,8 +80,7 @@ expect "a filter's reason is quoted" "because: lr must be tiny" \
 # squeeze run: the same mistakes, without a Lua traceback; --results / --help
 expect "run: unknown override key" "squeeze run: override 'lrr=1': 'lrr' is not a key of the base config" \
   run "$HERE/exp_basic.lua" --results "$R" lrr=1
-out=$("$SQ" run "$HERE/exp_basic.lua" --results "$R" lrr=1 2>&1)
-case "$out" in *"stack traceback"*) bad "run: a command-line mistake prints no traceback" "$out" ;;
+case "$last_out" in *"stack traceback"*) bad "run: a command-line mistake prints no traceback" "$last_out" ;;
   *) ok "run: a command-line mistake prints no traceback" ;; esac
 expect "run: several values for one point" "use \`squeeze sweep\`" \
   run "$HERE/exp_basic.lua" --results "$R" lr=1,2
